@@ -1,0 +1,73 @@
+"""The gradient-match objective of DLG, vectorized over K independent attack problems.
+
+Problem k owns dummy images x_k [B, C, H, W], dummy label logits l_k [B, classes] and a
+target gradient T_k (one tensor per victim parameter). Its objective is
+
+    D_k = sum over parameters of || grad_theta CE(f_theta(x_k), softmax(l_k)) - T_k ||^2
+
+with the victim's weights theta shared by all problems. torch.func computes the
+per-problem parameter gradients and D_k's gradient for all K problems in one pass.
+"""
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, grad_and_value, vmap
+
+
+def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
+    """DLG's loss: mean over the batch of sum(-soft_label * log_softmax(logits))."""
+    return torch.mean(torch.sum(-soft_labels * F.log_softmax(logits, dim=-1), dim=-1))
+
+
+def victim_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    """The gradient a worker shares: parameter gradients of the loss on its batch."""
+    soft = F.one_hot(labels, num_classes=_num_classes(model)).to(images.dtype)
+    loss = soft_cross_entropy(model(images), soft)
+    return [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))]
+
+
+def _num_classes(model: nn.Module) -> int:
+    return list(model.parameters())[-1].shape[0]
+
+
+class GradientMatch:
+    """D_k and its gradient w.r.t. the dummy images (and label logits) for many problems."""
+
+    def __init__(self, model: nn.Module, optimize_labels: bool = True):
+        self.model = model
+        self.names = [n for n, _ in model.named_parameters()]
+        self.params = {n: p.detach() for n, p in model.named_parameters()}
+        self.optimize_labels = optimize_labels
+        argnums = (0, 1) if optimize_labels else 0
+        self._batched = vmap(grad_and_value(self._match, argnums=argnums))
+
+    def _param_grads(self, images, soft_labels) -> dict[str, torch.Tensor]:
+        def loss_of(params):
+            return soft_cross_entropy(functional_call(self.model, params, (images,)), soft_labels)
+        return grad(loss_of)(self.params)
+
+    def _match(self, images, label_logits, targets):
+        soft = torch.softmax(label_logits, dim=-1) if self.optimize_labels else label_logits
+        grads = self._param_grads(images, soft)
+        return sum(((grads[n] - t) ** 2).sum() for n, t in zip(self.names, targets))
+
+    def __call__(self, images, labels, targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """images [K,B,C,H,W]; labels: logits [K,B,classes] (soft) or fixed soft labels (iDLG);
+        targets: list of [K, *param.shape]. Returns D [K], dD/dimages, dD/dlabels (or None)."""
+        grads, value = self._batched(images, labels, targets)
+        if self.optimize_labels:
+            return value, grads[0], grads[1]
+        return value, grads, None
+
+
+def reference_match(model: nn.Module, images, label_logits, targets, optimize_labels=True):
+    """The original DLG closure for one problem (autograd, create_graph): the baseline."""
+    soft = torch.softmax(label_logits, dim=-1) if optimize_labels else label_logits
+    loss = soft_cross_entropy(model(images), soft)
+    grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
+    return sum(((g - t) ** 2).sum() for g, t in zip(grads, targets))
+
+
+ObjectiveFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

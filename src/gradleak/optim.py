@@ -1,0 +1,261 @@
+"""Batched optimizers: K independent problems stepped together, never mixed.
+
+`BatchedLBFGS` is K copies of torch.optim.LBFGS (same two-loop recursion, same history
+rules, same stopping tests), each with its own history, step size and stopping state,
+computed with batched tensor ops. `BatchedAdam` is K Adams. Both work on flat variables
+x [K, n] through an objective `f(x, rows) -> (loss [k], grad [k, n])` evaluated only for
+the problem rows still running; a problem whose loss turns NaN/Inf or explodes is frozen
+at its last finite point and reported as diverged.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+RUNNING, CONVERGED, STALLED, DIVERGED = 0, 1, 2, 3
+STATUS_NAMES = {RUNNING: "running", CONVERGED: "converged", STALLED: "stalled", DIVERGED: "diverged"}
+
+
+@dataclass
+class OptimState:
+    """What every batched optimizer exposes to the attack."""
+    x: torch.Tensor            # [K, n] current (or frozen) variables
+    loss: torch.Tensor         # [K] last finite objective value
+    status: torch.Tensor       # [K] RUNNING / CONVERGED / STALLED / DIVERGED
+    evals: torch.Tensor        # [K] objective evaluations spent per problem
+
+    @property
+    def running(self) -> torch.Tensor:
+        return self.status == RUNNING
+
+
+class _Batched:
+    def __init__(self, f: Objective, x0: torch.Tensor, divergence_factor: float):
+        k = x0.shape[0]
+        dev = x0.device
+        self.f = f
+        self.divergence_factor = divergence_factor
+        self.state = OptimState(x=x0.clone(), loss=torch.full((k,), float("nan"), dtype=x0.dtype, device=dev),
+                                status=torch.zeros(k, dtype=torch.long, device=dev),
+                                evals=torch.zeros(k, dtype=torch.long, device=dev))
+        self.initial_loss: torch.Tensor | None = None
+
+    def _evaluate(self, rows: torch.Tensor, x_rows: torch.Tensor):
+        """f on `rows`; rows that blow up are frozen (status DIVERGED) and reported bad."""
+        loss, g = self.f(x_rows, rows)
+        self.state.evals[rows] += 1
+        if self.initial_loss is None:  # first call sees every problem
+            self.initial_loss = loss.detach().clone()
+        bad = ~torch.isfinite(loss) | ~torch.isfinite(g).all(dim=1)
+        bad |= loss > self.divergence_factor * self.initial_loss[rows].clamp_min(1e-30)
+        if bad.any():
+            self.state.status[rows[bad]] = DIVERGED
+        good = rows[~bad]
+        self.state.x[good] = x_rows[~bad]
+        self.state.loss[good] = loss[~bad]
+        return loss, g, ~bad
+
+
+class BatchedLBFGS(_Batched):
+    """K independent torch.optim.LBFGS instances; `step()` is one LBFGS.step() for each.
+
+    line_search=None reproduces torch's fixed step (the DLG reference: lr 1); "backtracking"
+    halves each problem's step until the Armijo condition holds (at most `max_ls` tries).
+    """
+
+    def __init__(self, f: Objective, x0: torch.Tensor, lr: float = 1.0, max_iter: int = 20,
+                 history_size: int = 100, tolerance_grad: float = 1e-7,
+                 tolerance_change: float = 1e-9, line_search: str | None = None,
+                 max_ls: int = 10, divergence_factor: float = 1e4):
+        super().__init__(f, x0, divergence_factor)
+        k, n = x0.shape
+        opts = dict(device=x0.device, dtype=x0.dtype)
+        self.lr, self.max_iter, self.m = lr, max_iter, history_size
+        self.max_eval = max_iter * 5 // 4
+        self.tol_grad, self.tol_change = tolerance_grad, tolerance_change
+        self.line_search, self.max_ls = line_search, max_ls
+        # Per-problem history as a ring buffer: entry i (0 = oldest) sits at (start + i) % m.
+        self.S = torch.zeros(k, history_size, n, **opts)   # steps s = t * d
+        self.Y = torch.zeros(k, history_size, n, **opts)   # gradient changes y
+        self.rho = torch.zeros(k, history_size, **opts)    # 1 / (y . s)
+        self.start = torch.zeros(k, dtype=torch.long, device=x0.device)
+        self.count = torch.zeros(k, dtype=torch.long, device=x0.device)
+        self.H_diag = torch.ones(k, **opts)
+        self.d = torch.zeros(k, n, **opts)
+        self.t = torch.zeros(k, **opts)
+        self.prev_g = torch.zeros(k, n, **opts)
+        self.prev_loss = torch.zeros(k, **opts)
+        self.n_iter = torch.zeros(k, dtype=torch.long, device=x0.device)
+
+    # -- one LBFGS.step() per running problem ------------------------------------------------
+    @torch.no_grad()
+    def step(self) -> torch.Tensor:
+        """Returns each problem's loss at the start of this step (as LBFGS.step() does)."""
+        st = self.state
+        rows = torch.nonzero(st.running).squeeze(1)
+        if rows.numel() == 0:
+            return st.loss.clone()
+        rows_at_start, x_before = rows, st.x[rows].clone()
+        loss, g, ok = self._evaluate(rows, st.x[rows])
+        orig_loss = st.loss.clone()
+        rows, loss, g = rows[ok], loss[ok], g[ok]
+        converged = g.abs().amax(dim=1) <= self.tol_grad
+        st.status[rows[converged]] = CONVERGED
+        rows, loss, g = rows[~converged], loss[~converged], g[~converged]
+        evals_in_step = torch.ones_like(rows)
+        for it in range(self.max_iter):
+            if rows.numel() == 0:
+                break
+            rows, loss, g, evals_in_step = self._iteration(it, rows, loss, g, evals_in_step)
+        self._mark_stalled(rows_at_start, x_before)
+        return orig_loss
+
+    def _iteration(self, it, rows, loss, g, evals_in_step):
+        self.n_iter[rows] += 1
+        d = self._direction(rows, g)
+        self.prev_g[rows] = g
+        self.prev_loss[rows] = loss
+        first = self.n_iter[rows] == 1
+        t = torch.where(first, torch.clamp(1.0 / g.abs().sum(dim=1), max=1.0) * self.lr,
+                        torch.full_like(loss, self.lr))
+        gtd = (g * d).sum(dim=1)
+        self.d[rows], self.t[rows] = d, t
+        keep = gtd <= -self.tol_change  # torch: "directional derivative below tolerance"
+        rows, loss, g, d, t, gtd, evals_in_step = (a[keep] for a in (rows, loss, g, d, t, gtd, evals_in_step))
+        if rows.numel() == 0:
+            return rows, loss, g, evals_in_step
+        prev_loss = loss
+        last = it == self.max_iter - 1
+        if self.line_search is None:
+            x_new = self.state.x[rows] + t[:, None] * d
+            if last:  # torch does not re-evaluate after the final iteration
+                self.state.x[rows] = x_new
+                return rows[:0], loss[:0], g[:0], evals_in_step[:0]
+            loss, g, ok = self._evaluate(rows, x_new)
+            evals_in_step = evals_in_step + 1
+        else:
+            loss, g, t, ok, used = self._backtrack(rows, loss, d, t, gtd)
+            self.t[rows] = t
+            evals_in_step = evals_in_step + used
+        opt_cond = g.abs().amax(dim=1) <= self.tol_grad
+        self.state.status[rows[ok & opt_cond]] = CONVERGED
+        stop = ~ok | opt_cond | last | (evals_in_step >= self.max_eval)
+        stop |= (d * t[:, None]).abs().amax(dim=1) <= self.tol_change
+        stop |= (loss - prev_loss).abs() < self.tol_change
+        return rows[~stop], loss[~stop], g[~stop], evals_in_step[~stop]
+
+    def _backtrack(self, rows, loss0, d, t, gtd, c1: float = 1e-4):
+        """Armijo backtracking per problem; a problem that finds no decrease keeps its point."""
+        x0 = self.state.x[rows].clone()
+        loss, g = loss0.clone(), torch.zeros_like(d)
+        ok = torch.ones_like(loss0, dtype=torch.bool)
+        done = torch.zeros_like(ok)
+        used = torch.zeros_like(rows)
+        for _ in range(self.max_ls):
+            idx = torch.nonzero(~done).squeeze(1)
+            if idx.numel() == 0:
+                break
+            trial_loss, trial_g = self.f(x0[idx] + t[idx, None] * d[idx], rows[idx])
+            fin = torch.isfinite(trial_loss) & torch.isfinite(trial_g).all(dim=1)
+            self.state.evals[rows[idx]] += 1
+            used[idx] += 1
+            accept = fin & (trial_loss <= loss0[idx] + c1 * t[idx] * gtd[idx])
+            hit = idx[accept]
+            loss[hit], g[hit], done[hit] = trial_loss[accept], trial_g[accept], True
+            self.state.x[rows[hit]] = x0[accept] + t[hit, None] * d[hit]
+            self.state.loss[rows[hit]] = trial_loss[accept]
+            t[idx[~accept]] *= 0.5
+        # No acceptable step: stay put (a zero step ends this problem's step below).
+        miss = ~done
+        t[miss] = 0.0
+        g[miss] = self.prev_g[rows[miss]]
+        return loss, g, t, ok, used
+
+    def _direction(self, rows, g):
+        """L-BFGS two-loop recursion, batched over `rows`, each with its own history."""
+        first = self.n_iter[rows] == 1
+        later = rows[~first]
+        if later.numel():
+            self._update_history(later, g[~first])
+        q = -g
+        count, start = self.count[rows], self.start[rows]
+        alpha = torch.zeros(len(rows), self.m, dtype=g.dtype, device=g.device)
+        r_idx = torch.arange(len(rows), device=g.device)
+        max_count = int(count.max()) if len(rows) else 0
+        for i in range(max_count - 1, -1, -1):  # newest to oldest
+            valid = i < count
+            slot = (start + i) % self.m
+            s, y, rho = self.S[rows, slot], self.Y[rows, slot], self.rho[rows, slot]
+            a = torch.where(valid, (s * q).sum(dim=1) * rho, torch.zeros_like(rho))
+            alpha[r_idx, i] = a
+            q = q - a[:, None] * y
+        r = q * self.H_diag[rows][:, None]
+        for i in range(max_count):  # oldest to newest
+            valid = i < count
+            slot = (start + i) % self.m
+            s, y, rho = self.S[rows, slot], self.Y[rows, slot], self.rho[rows, slot]
+            beta = (y * r).sum(dim=1) * rho
+            r = r + torch.where(valid, alpha[:, i] - beta, torch.zeros_like(beta))[:, None] * s
+        return torch.where(first[:, None], -g, r)
+
+    def _update_history(self, rows, g):
+        y = g - self.prev_g[rows]
+        s = self.d[rows] * self.t[rows][:, None]
+        ys = (y * s).sum(dim=1)
+        accept = ys > 1e-10
+        rows, y, s, ys = rows[accept], y[accept], s[accept], ys[accept]
+        if rows.numel() == 0:
+            return
+        full = self.count[rows] == self.m
+        slot = (self.start[rows] + self.count[rows]) % self.m  # == start when full (drop oldest)
+        self.S[rows, slot], self.Y[rows, slot], self.rho[rows, slot] = s, y, 1.0 / ys
+        self.start[rows] = torch.where(full, (self.start[rows] + 1) % self.m, self.start[rows])
+        self.count[rows] = torch.clamp(self.count[rows] + 1, max=self.m)
+        self.H_diag[rows] = ys / (y * y).sum(dim=1)
+
+    def _mark_stalled(self, rows, x_before):
+        """A problem whose whole step did not move sits at a fixed point of LBFGS: done."""
+        still = self.state.status[rows] == RUNNING
+        unmoved = (self.state.x[rows] == x_before).all(dim=1)
+        self.state.status[rows[still & unmoved]] = STALLED
+
+
+class BatchedAdam(_Batched):
+    """K independent Adams; `step()` makes `max_iter` updates so that a step costs about as
+    many objective evaluations as an L-BFGS step."""
+
+    def __init__(self, f: Objective, x0: torch.Tensor, lr: float = 0.1, max_iter: int = 20,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 divergence_factor: float = 1e4):
+        super().__init__(f, x0, divergence_factor)
+        self.lr, self.max_iter, self.betas, self.eps = lr, max_iter, betas, eps
+        self.m1 = torch.zeros_like(x0)
+        self.m2 = torch.zeros_like(x0)
+        self.n_iter = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+
+    @torch.no_grad()
+    def step(self) -> torch.Tensor:
+        st = self.state
+        orig_loss = None
+        for _ in range(self.max_iter):
+            rows = torch.nonzero(st.running).squeeze(1)
+            if rows.numel() == 0:
+                break
+            loss, g, ok = self._evaluate(rows, st.x[rows])
+            if orig_loss is None:
+                orig_loss = st.loss.clone()
+            rows, g = rows[ok], g[ok]
+            self.n_iter[rows] += 1
+            b1, b2 = self.betas
+            self.m1[rows] = b1 * self.m1[rows] + (1 - b1) * g
+            self.m2[rows] = b2 * self.m2[rows] + (1 - b2) * g * g
+            n = self.n_iter[rows].to(g.dtype)[:, None]
+            m_hat = self.m1[rows] / (1 - b1**n)
+            v_hat = self.m2[rows] / (1 - b2**n)
+            st.x[rows] = st.x[rows] - self.lr * m_hat / (v_hat.sqrt() + self.eps)
+        return st.loss.clone() if orig_loss is None else orig_loss
+
+
+OPTIMIZERS = {"lbfgs": BatchedLBFGS, "adam": BatchedAdam}
