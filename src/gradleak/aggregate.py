@@ -1,0 +1,62 @@
+"""Aggregates over seeds with 95% t-intervals.
+
+A setting is one stage and one set of overrides without the seed (the `setting` column
+of summary.csv); its seeds are the samples. With fewer than two finite values there is
+no interval: the bounds are NaN and tables and figures show none.
+"""
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+CONFIDENCE = 0.95
+SETTING_KEYS = ["stage", "setting", "family", "strength"]
+
+
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t interval for the mean of the finite values."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return np.nan, np.nan, np.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, np.nan, np.nan
+    half = stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return mean, mean - half, mean + half
+
+
+def over_seeds(df: pd.DataFrame, metrics: list[str], by: list[str] | None = None) -> pd.DataFrame:
+    """One row per group of `by` (default: the setting) with n_seeds and, per metric,
+    the columns <metric> (mean), <metric>_lo and <metric>_hi."""
+    by = [c for c in (by or SETTING_KEYS) if c in df]
+    metrics = [m for m in metrics if m in df]
+    rows = []
+    for key, group in df.groupby(by, dropna=False, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        row["n_seeds"] = group["seed"].nunique() if "seed" in group else len(group)
+        for m in metrics:
+            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = t_interval(group[m])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def errorbar(agg: pd.DataFrame, metric: str) -> np.ndarray:
+    """[2, n] distances below and above the mean for matplotlib; 0 where no interval."""
+    lo = (agg[metric] - agg[f"{metric}_lo"]).fillna(0).to_numpy()
+    hi = (agg[f"{metric}_hi"] - agg[metric]).fillna(0).to_numpy()
+    return np.vstack([lo, hi])
+
+
+def curve_over_seeds(curves: pd.DataFrame, y: str, by: list[str]) -> pd.DataFrame:
+    """Per group of `by` and optimizer step: mean evals, and the geometric mean of `y`
+    over seeds with its 95% t-interval (computed on log10 y, so bands stay positive on a
+    log axis). Columns: by, step, evals, y, y_lo, y_hi."""
+    df = curves.assign(_log=np.log10(curves[y].clip(lower=np.finfo(float).tiny)))
+    g = df.groupby(by + ["step"], dropna=False)
+    out = g.agg(evals=("evals", "mean"), _mean=("_log", "mean"), _std=("_log", "std"),
+                _n=("_log", "count")).reset_index()
+    tq = stats.t.ppf(0.5 + CONFIDENCE / 2, (out["_n"] - 1).clip(lower=1))
+    half = np.where(out["_n"] >= 2, tq * out["_std"] / np.sqrt(out["_n"]), np.nan)
+    out[y], out[f"{y}_lo"], out[f"{y}_hi"] = (10 ** out["_mean"], 10 ** (out["_mean"] - half),
+                                               10 ** (out["_mean"] + half))
+    return out.drop(columns=["_mean", "_std", "_n"])

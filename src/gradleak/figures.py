@@ -1,0 +1,255 @@
+"""Seaborn figures and the defense table, built from the collected CSVs only.
+
+Each figure function takes the tables (and, for images, the results folder the snapshot
+paths are relative to) and returns a matplotlib Figure, or None with a printed note when
+the results it needs are absent. `make_all` writes every figure and table it can.
+"""
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from gradleak.aggregate import curve_over_seeds, errorbar, over_seeds  # noqa: E402
+from gradleak.paper import defense_table, markdown_table  # noqa: E402
+from gradleak.results import FAMILY_ORDER, read_tables, strength_label, strength_rank  # noqa: E402
+
+DEFENDED = [f for f in FAMILY_ORDER if f != "none"]
+FAMILY_COLORS = dict(zip(FAMILY_ORDER, ["black", *sns.color_palette("colorblind", 4)]))
+FAMILY_TITLES = {"none": "undefended", "noise-gaussian": "Gaussian noise",
+                 "noise-laplacian": "Laplacian noise", "precision": "Lower precision",
+                 "prune": "Gradient pruning"}
+ITERATIONS = "iterations (gradient-match evaluations)"
+MARKERS = "osD^vP*X"
+
+
+def note(message: str) -> None:
+    print(f"figures: {message}")
+
+
+def _undefended(summary: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The jobs of `stage`, else every undefended job."""
+    if stage in set(summary.get("stage", ())):
+        return summary[summary["stage"] == stage]
+    note(f"no '{stage}' stage; using the undefended jobs of all stages")
+    return summary[summary["family"] == "none"]
+
+
+def _first_job_per_dataset(jobs: pd.DataFrame) -> pd.DataFrame:
+    return (jobs.sort_values(["dataset.name", "seed", "job"])
+                .drop_duplicates("dataset.name"))
+
+
+def _image(array: np.ndarray) -> np.ndarray:
+    """[C, H, W] in [0, 1] to what imshow takes."""
+    img = np.clip(array, 0, 1)
+    return img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+
+
+def _step_titles(steps, curve: pd.DataFrame) -> list[str]:
+    evals = dict(zip(curve["step"], curve["evals"])) if len(curve) else {}
+    return [f"{evals[s]:.0f} iters" if s in evals else f"step {s}" for s in steps]
+
+
+def reconstructions(summary, curves, results_dir, stage="datasets", target=0):
+    """Paper Fig. 3 idea: one row per dataset, a target's reconstruction at each snapshot
+    and the ground truth. The first target of the lowest seed: no cherry-picking."""
+    jobs = _undefended(summary, stage)
+    jobs = _first_job_per_dataset(jobs[jobs["snapshots"].notna()]) if len(jobs) else jobs
+    if jobs.empty:
+        return note("no snapshots of undefended jobs; skipping reconstructions")
+    loaded = [np.load(Path(results_dir) / p) for p in jobs["snapshots"]]
+    ncols = max(len(z["steps"]) for z in loaded) + 1
+    fig, axes = plt.subplots(len(jobs), ncols, figsize=(1.45 * ncols, 1.6 * len(jobs) + 0.6),
+                             squeeze=False)
+    for ax_row, (_, job), z in zip(axes, jobs.iterrows(), loaded):
+        curve = curves[(curves["stage"] == job["stage"]) & (curves["job"] == job["job"])]
+        titles = _step_titles(z["steps"], curve) + ["ground truth"]
+        images = [*(r[target] for r in z["recon"]), z["truth"][target]]
+        for ax, img, title in zip(ax_row, images, titles):
+            ax.imshow(_image(img), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=8)
+        final = float(np.mean((z["recon"][-1][target] - z["truth"][target]) ** 2))
+        ax_row[0].set_ylabel(f"{job['dataset.name']}\nfinal MSE {final:.1e}", fontsize=9)
+        for ax in ax_row:
+            ax.set_xticks([]), ax.set_yticks([])
+        for ax in ax_row[len(images):]:
+            ax.set_axis_off()
+    fig.suptitle(f"DLG reconstructions over iterations, undefended (target {target}, "
+                 f"seed {int(jobs['seed'].min())})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def mse_per_dataset(summary, targets, stage="datasets"):
+    """Paper's MSE comparison: final MSE of every target per dataset (log scale), the
+    success threshold, and the share of targets below it."""
+    jobs = _undefended(summary, stage)
+    rows = targets.merge(jobs[["stage", "job"]], on=["stage", "job"]) if len(targets) else targets
+    if rows.empty:
+        return note("no per-target results of undefended jobs; skipping MSE per dataset")
+    order = sorted(rows["dataset.name"].unique())
+    fig, ax = plt.subplots(figsize=(1.6 * len(order) + 2.5, 4))
+    sns.boxplot(rows, x="dataset.name", y="mse", order=order, color="0.85", fliersize=0,
+                log_scale=True, ax=ax)
+    sns.stripplot(rows, x="dataset.name", y="mse", order=order, hue="seed", palette="dark",
+                  size=4, alpha=0.8, jitter=0.2, ax=ax)
+    threshold = jobs["attack.success_mse"].dropna() if "attack.success_mse" in jobs else []
+    if len(threshold):
+        ax.axhline(threshold.iloc[0], ls="--", color="crimson", lw=1,
+                   label=f"success threshold ({threshold.iloc[0]:g})")
+    ok = rows.groupby("dataset.name")["success"].agg(["sum", "count"])
+    ax.set_xticks(range(len(order)),
+                  [f"{d}\n{ok.loc[d, 'sum']}/{ok.loc[d, 'count']} succeeded" for d in order])
+    ax.set(xlabel="dataset (one point per target)", title="DLG reconstruction error, undefended",
+           ylabel="final MSE per target (pixels in [0, 1], log)")
+    ax.legend(title="seed", fontsize=8, title_fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _defense_stage(summary: pd.DataFrame) -> str | None:
+    counts = summary.loc[summary["family"] != "none", "stage"].value_counts()
+    return counts.index[0] if len(counts) else None
+
+
+def _defense_curves(summary, curves, stage):
+    """Jobs of the defense stage on its most common dataset, joined with their curves."""
+    jobs = summary[summary["stage"] == stage]
+    defended = jobs[jobs["family"] != "none"]
+    dataset = defended["dataset.name"].mode().iloc[0] if "dataset.name" in jobs else None
+    if dataset is not None:
+        jobs = jobs[jobs["dataset.name"] == dataset]
+    keys = ["stage", "job", "family", "strength", "seed"]
+    return curves.merge(jobs[keys], on=["stage", "job"]), dataset
+
+
+def defense_curves(summary, curves, stage=None):
+    """Paper's defense figure: gradient-match loss (top) and MSE (bottom) against
+    iterations, one panel per defense family, one line per strength, undefended dashed.
+    Lines are geometric means over seeds, bands their 95% t-intervals."""
+    stage = stage or (_defense_stage(summary) if len(summary) else None)
+    if stage is None or curves.empty:
+        return note("no defended jobs with curves; skipping the defense figure")
+    data, dataset = _defense_curves(summary, curves, stage)
+    families = [f for f in DEFENDED if f in set(data["family"])]
+    if not families:
+        return note(f"stage '{stage}' has no defended curves; skipping the defense figure")
+    missing = sorted(set(DEFENDED) - set(families))
+    if missing:
+        note(f"defense figure: no runs of {', '.join(missing)}")
+    metrics = {"loss_median": "gradient-match loss\n(median over targets, log)",
+               "mse_median": "reconstruction MSE\n(median over targets, log)"}
+    fig, axes = plt.subplots(2, len(families), figsize=(3.6 * len(families), 6.4),
+                             sharex=True, sharey="row", squeeze=False)
+    for col, fam in enumerate(families):
+        _defense_panel(axes[:, col], data, fam, metrics)
+    for row, label in enumerate(metrics.values()):
+        axes[row, 0].set_ylabel(label)
+    fig.supxlabel(ITERATIONS)
+    fig.suptitle(f"DLG against defended gradients ({dataset}, stage '{stage}'; "
+                 "geometric mean over seeds, 95% CI band)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _defense_panel(axes, data, family, metrics):
+    runs = data[data["family"] == family]
+    base = data[data["family"] == "none"]
+    strengths = sorted(runs["strength"].unique(), key=strength_rank)
+    colors = sns.color_palette("flare", len(strengths))
+    for ax, y in zip(axes, metrics):
+        for s, color in zip(strengths, colors):
+            _band(ax, runs[runs["strength"] == s], y, color, strength_label(family, s), "-")
+        if len(base):
+            _band(ax, base, y, "black", "undefended", "--", alpha=0.07)
+        ax.set_yscale("log")
+    axes[0].set_title(FAMILY_TITLES[family])
+    axes[0].legend(fontsize=7, title="strength", title_fontsize=7)
+
+
+def _band(ax, runs, y, color, label, ls, alpha=0.15):
+    agg = curve_over_seeds(runs, y, ["family"])
+    ax.plot(agg["evals"], agg[y], color=color, ls=ls, lw=1.4, label=label)
+    if agg[f"{y}_lo"].notna().any():
+        ax.fill_between(agg["evals"], agg[f"{y}_lo"], agg[f"{y}_hi"], color=color, alpha=alpha, lw=0)
+
+
+def frontier(summary):
+    """Privacy-utility frontier: attack success and MSE against test accuracy, one point
+    per defense setting (colour = family, marker = strength), error bars = 95%
+    t-intervals over seeds (success bars clipped to [0, 100] %)."""
+    if "test_acc" not in summary or summary["test_acc"].isna().all():
+        return note("no training results (test_acc); skipping the frontier")
+    rows = summary[summary["test_acc"].notna()].copy()
+    for col in ("test_acc", "success_rate"):
+        rows[col] = 100 * rows[col]
+    agg = over_seeds(rows, ["test_acc", "success_rate", "mse_median"])
+    for end in ("lo", "hi"):
+        agg[f"success_rate_{end}"] = agg[f"success_rate_{end}"].clip(0, 100)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, y in zip(axes, ["success_rate", "mse_median"]):
+        _frontier_points(ax, agg, y)
+        ax.set_xlabel("test accuracy (%)")
+    axes[0].set(ylabel="attack success (% of targets reconstructed)", ylim=(-5, 105))
+    axes[1].set(ylabel="reconstruction MSE (median over targets, log)", yscale="log")
+    axes[1].legend(title="defense setting", fontsize=8, title_fontsize=8,
+                   loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle("Privacy-utility frontier (mean ± 95% t-interval over seeds)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _frontier_points(ax, agg, y):
+    multi_stage = agg["stage"].nunique() > 1
+    for fam in [f for f in FAMILY_ORDER if f in set(agg["family"])]:
+        part = agg[agg["family"] == fam]
+        part = part.iloc[np.argsort([strength_rank(s) for s in part["strength"]], kind="stable")]
+        for i, (_, r) in enumerate(part.iterrows()):
+            one = part.loc[[r.name]]
+            label = ("undefended" if fam == "none"
+                     else f"{FAMILY_TITLES[fam]}: {strength_label(fam, r['strength'])}")
+            ax.errorbar(one["test_acc"], one[y], xerr=errorbar(one, "test_acc"),
+                        yerr=errorbar(one, y), fmt=MARKERS[i % len(MARKERS)],
+                        color=FAMILY_COLORS[fam], ms=7, capsize=3, lw=1,
+                        label=label + (f" [{r['stage']}]" if multi_stage else ""))
+
+
+def write_defense_table(summary, out: Path) -> list[Path]:
+    table = defense_table(summary) if len(summary) else pd.DataFrame()
+    if table.empty:
+        note("no defended jobs; skipping the defense table")
+        return []
+    csv, md = Path(out) / "table_defenses.csv", Path(out) / "table_defenses.md"
+    table.to_csv(csv, index=False)
+    md.write_text("# Defenses: test accuracy and attack success\n\n" + markdown_table(table))
+    return [csv, md]
+
+
+def make_all(results: Path, out: Path, datasets_stage="datasets", defense_stage=None) -> list[Path]:
+    """Every figure and table the collected CSVs in `results` allow, written to `out`."""
+    t = read_tables(results)
+    summary, targets, curves = t["summary"], t["targets"], t["curves"]
+    if summary.empty:
+        raise FileNotFoundError(f"no jobs in {Path(results) / 'summary.csv'}; run collect first")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sns.set_theme(style="whitegrid", context="notebook")
+    figures = {
+        "fig_reconstructions.png": lambda: reconstructions(summary, curves, results, datasets_stage),
+        "fig_mse_per_dataset.png": lambda: mse_per_dataset(summary, targets, datasets_stage),
+        "fig_defenses.png": lambda: defense_curves(summary, curves, defense_stage),
+        "fig_frontier.png": lambda: frontier(summary),
+    }
+    written = []
+    for name, build in figures.items():
+        fig = build()
+        if fig is not None:
+            fig.savefig(out / name, dpi=150, bbox_inches="tight")
+            plt.close(fig)
+            written.append(out / name)
+    return written + write_defense_table(summary, out)

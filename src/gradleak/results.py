@@ -1,0 +1,174 @@
+"""Collect the jobs of finished sweeps into flat CSV tables.
+
+Each job writes `metrics.json` into its Hydra output folder
+(`<sweeps root>/<stage>/<n>_<overrides>/metrics.json`). Collecting turns them into:
+
+- summary.csv: one row per job; every config knob (dotted names, e.g. `defense.scale`),
+  every attack and training metric, and the job's identity (stage, job, seed, family,
+  strength, setting) with paths to its snapshots and reconstruction grid;
+- targets.csv: one row per attacked target of each job;
+- curves.csv: one row per optimizer step of each job (long format).
+
+Paths in the tables are relative to the folder the tables are written to, so figures
+can be built from the CSVs alone.
+"""
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+METRICS_FILE = "metrics.json"
+# Keys that both the attack and the training block report: prefixed with their block.
+SHARED_KEYS = {"wall_s"}
+CURVE_COLUMNS = ["step", "evals", "loss_median", "mse_median", "success_rate"]
+FAMILY_ORDER = ["none", "noise-gaussian", "noise-laplacian", "precision", "prune"]
+
+
+def find_jobs(root: Path) -> list[Path]:
+    """All job folders under `root` that hold a metrics.json, in a stable order."""
+    return sorted(p.parent for p in Path(root).rglob(METRICS_FILE))
+
+
+def stage_and_job(job_dir: Path, root: Path) -> tuple[str, str]:
+    """The sweep folder name (stage) and the job folder below it.
+
+    `root` is normally the sweeps root (root/<stage>/<job>); when it is one sweep
+    folder itself (root/<job>), the stage is that folder's name.
+    """
+    parts = job_dir.relative_to(root).parts
+    if len(parts) >= 2:
+        return parts[0], "/".join(parts[1:])
+    return Path(root).resolve().name, parts[0] if parts else "."
+
+
+def family(config: dict) -> str:
+    """noise-gaussian | noise-laplacian | prune | precision | none."""
+    name = config.get("defense.name", "none")
+    return f"noise-{config['defense.noise']}" if name == "noise" else name
+
+
+def strength(config: dict):
+    """The knob that sets how strong the defense is: scale, ratio or precision name."""
+    key = {"noise": "defense.scale", "prune": "defense.ratio",
+           "precision": "defense.precision"}.get(config.get("defense.name", "none"))
+    return config.get(key) if key else None
+
+
+def noise_variance(noise: str, scale: float) -> float:
+    """Variance of the added noise; the same rule as gradleak.defenses, without torch."""
+    return scale**2 if noise == "gaussian" else 2 * scale**2
+
+
+def strength_label(family: str, strength) -> str:
+    """Short legend text: noise scale with its variance, pruning ratio in percent, precision."""
+    if family.startswith("noise-"):
+        scale = float(strength)
+        var = noise_variance(family.removeprefix("noise-"), scale)
+        symbol = "σ" if family == "noise-gaussian" else "b"
+        return f"{symbol}={scale:.0e} (var {var:.0e})"
+    if family == "prune":
+        return f"{100 * float(strength):g}%"
+    return "undefended" if family == "none" else str(strength)
+
+
+PRECISION_ORDER = ["fp16", "bf16", "int8"]
+
+
+def strength_rank(value) -> float:
+    """Sort key for strengths: numbers as they are, precisions from mild to coarse."""
+    if value in PRECISION_ORDER:
+        return PRECISION_ORDER.index(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.inf
+
+
+def setting(overrides: list[str]) -> str:
+    """The job's overrides without its seed: the jobs that differ only by seed share it."""
+    kept = sorted(o for o in overrides if not o.lstrip("+~").startswith("seed="))
+    return " ".join(kept) or "(defaults)"
+
+
+def _metric_columns(block: dict | None, group: str) -> dict:
+    if not block:
+        return {}
+    return {(f"{group}_{k}" if k in SHARED_KEYS else k): v
+            for k, v in block.items() if not isinstance(v, (dict, list))}
+
+
+def _relpath(path: Path, start: Path) -> str:
+    try:
+        return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return path.resolve().as_posix()
+
+
+def _identity(m: dict, stage: str, job: str) -> dict:
+    config = m.get("config", {})
+    return {"stage": stage, "job": job, "seed": config.get("seed"),
+            "family": family(config), "strength": strength(config),
+            "setting": setting(m.get("overrides", []))}
+
+
+def summary_row(m: dict, ident: dict, job_dir: Path, out: Path) -> dict:
+    snap = (m.get("snapshots") or {}).get("file")
+    row = {**ident, "overrides": " ".join(m.get("overrides", [])),
+           "job_dir": _relpath(job_dir, out),
+           "snapshots": _relpath(job_dir / snap, out) if snap else None,
+           "grid": _relpath(job_dir / m["grid"], out) if m.get("grid") else None,
+           "mlflow_run_id": (m.get("mlflow") or {}).get("run_id")}
+    row |= {k: v for k, v in m.get("config", {}).items() if k != "seed"}
+    row |= _metric_columns(m.get("attack"), "attack")
+    row |= _metric_columns(m.get("train"), "train")
+    return row
+
+
+def target_rows(m: dict, ident: dict) -> list[dict]:
+    dataset = m.get("config", {}).get("dataset.name")
+    return [{**ident, "dataset.name": dataset, **t} for t in m.get("targets", [])]
+
+
+def curve_rows(m: dict, ident: dict) -> pd.DataFrame:
+    curve = pd.DataFrame(m.get("curve") or {})
+    curve = curve[[c for c in CURVE_COLUMNS if c in curve]]
+    return curve.assign(stage=ident["stage"], job=ident["job"])
+
+
+def collect(root: Path, out: Path) -> dict[str, pd.DataFrame]:
+    """Read every job under `root`; paths in the tables are made relative to `out`."""
+    root, out = Path(root), Path(out)
+    summary, targets, curves = [], [], []
+    for job_dir in find_jobs(root):
+        m = json.loads((job_dir / METRICS_FILE).read_text())
+        ident = _identity(m, *stage_and_job(job_dir, root))
+        summary.append(summary_row(m, ident, job_dir, out))
+        targets += target_rows(m, ident)
+        curves.append(curve_rows(m, ident))
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    if len(curves_df):
+        curves_df = curves_df[["stage", "job"] + [c for c in CURVE_COLUMNS if c in curves_df]]
+    return {"summary": pd.DataFrame(summary), "targets": pd.DataFrame(targets),
+            "curves": curves_df}
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, df in tables.items():
+        paths.append(out / f"{name}.csv")
+        df.to_csv(paths[-1], index=False)
+    return paths
+
+
+def read_tables(results: Path) -> dict[str, pd.DataFrame]:
+    """The CSVs written by `write_tables`; a missing or empty one reads as an empty frame."""
+    tables = {}
+    for name in ("summary", "targets", "curves"):
+        path = Path(results) / f"{name}.csv"
+        ok = path.exists() and path.stat().st_size > 1
+        tables[name] = pd.read_csv(path, keep_default_na=True) if ok else pd.DataFrame()
+    return tables
