@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets-stage", default="datasets",
                         help="undefended stage for the reconstruction and MSE figures")
     parser.add_argument("--defense-stage", default=None,
-                        help="stage for the defense figure (default: the one with most defended jobs)")
+                        help="stage for the defense figure (default: most defended jobs)")
     args = parser.parse_args(argv)
     try:
         written = make_all(args.results, args.out, args.datasets_stage, args.defense_stage)

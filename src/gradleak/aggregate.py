@@ -51,7 +51,8 @@ def curve_over_seeds(curves: pd.DataFrame, y: str, by: list[str]) -> pd.DataFram
     """Per group of `by` and optimizer step: mean evals, and the geometric mean of `y`
     over seeds with its 95% t-interval (computed on log10 y, so bands stay positive on a
     log axis). Columns: by, step, evals, y, y_lo, y_hi."""
-    df = curves.assign(_log=np.log10(curves[y].clip(lower=np.finfo(float).tiny)))
+    values = curves[y].astype(float).replace([np.inf, -np.inf], np.nan)
+    df = curves.assign(_log=np.log10(values.clip(lower=np.finfo(float).tiny)))
     g = df.groupby(by + ["step"], dropna=False)
     out = g.agg(evals=("evals", "mean"), _mean=("_log", "mean"), _std=("_log", "std"),
                 _n=("_log", "count")).reset_index()

@@ -32,11 +32,12 @@ def note(message: str) -> None:
 
 
 def _undefended(summary: pd.DataFrame, stage: str) -> pd.DataFrame:
-    """The jobs of `stage`, else every undefended job."""
-    if stage in set(summary.get("stage", ())):
-        return summary[summary["stage"] == stage]
-    note(f"no '{stage}' stage; using the undefended jobs of all stages")
-    return summary[summary["family"] == "none"]
+    """The undefended jobs of `stage`, else those of every stage."""
+    undefended = summary[summary["family"] == "none"]
+    if stage in set(undefended["stage"]):
+        return undefended[undefended["stage"] == stage]
+    note(f"no undefended '{stage}' stage; using the undefended jobs of all stages")
+    return undefended
 
 
 def _first_job_per_dataset(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -93,10 +94,11 @@ def mse_per_dataset(summary, targets, stage="datasets"):
     if rows.empty:
         return note("no per-target results of undefended jobs; skipping MSE per dataset")
     order = sorted(rows["dataset.name"].unique())
+    finite = rows[np.isfinite(rows["mse"]) & (rows["mse"] > 0)]
     fig, ax = plt.subplots(figsize=(1.6 * len(order) + 2.5, 4))
-    sns.boxplot(rows, x="dataset.name", y="mse", order=order, color="0.85", fliersize=0,
+    sns.boxplot(finite, x="dataset.name", y="mse", order=order, color="0.85", fliersize=0,
                 log_scale=True, ax=ax)
-    sns.stripplot(rows, x="dataset.name", y="mse", order=order, hue="seed", palette="dark",
+    sns.stripplot(finite, x="dataset.name", y="mse", order=order, hue="seed", palette="dark",
                   size=4, alpha=0.8, jitter=0.2, ax=ax)
     threshold = jobs["attack.success_mse"].dropna() if "attack.success_mse" in jobs else []
     if len(threshold):
@@ -176,7 +178,8 @@ def _band(ax, runs, y, color, label, ls, alpha=0.15):
     agg = curve_over_seeds(runs, y, ["family"])
     ax.plot(agg["evals"], agg[y], color=color, ls=ls, lw=1.4, label=label)
     if agg[f"{y}_lo"].notna().any():
-        ax.fill_between(agg["evals"], agg[f"{y}_lo"], agg[f"{y}_hi"], color=color, alpha=alpha, lw=0)
+        ax.fill_between(agg["evals"], agg[f"{y}_lo"], agg[f"{y}_hi"], color=color,
+                        alpha=alpha, lw=0)
 
 
 def frontier(summary):
@@ -240,7 +243,8 @@ def make_all(results: Path, out: Path, datasets_stage="datasets", defense_stage=
     out.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid", context="notebook")
     figures = {
-        "fig_reconstructions.png": lambda: reconstructions(summary, curves, results, datasets_stage),
+        "fig_reconstructions.png":
+            lambda: reconstructions(summary, curves, results, datasets_stage),
         "fig_mse_per_dataset.png": lambda: mse_per_dataset(summary, targets, datasets_stage),
         "fig_defenses.png": lambda: defense_curves(summary, curves, defense_stage),
         "fig_frontier.png": lambda: frontier(summary),

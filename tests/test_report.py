@@ -1,0 +1,231 @@
+"""Collect and figures on a small synthetic results tree (no sweep needed)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import synthetic
+from gradleak import aggregate, figures, paper, results
+
+ROOT = Path(__file__).resolve().parents[1]
+T_975_2DF_OVER_SQRT3 = 2.4841377117503303  # t(0.975, df=2) / sqrt(3)
+PNGS = ["fig_reconstructions.png", "fig_mse_per_dataset.png", "fig_defenses.png",
+        "fig_frontier.png"]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    n_jobs = synthetic.write_results(out / "sweeps")
+    tables = results.collect(out / "sweeps", out)
+    results.write_tables(tables, out)
+    return out, n_jobs, tables
+
+
+def test_summary_has_one_row_per_job_with_identity_config_and_metrics(tree):
+    _, n_jobs, t = tree
+    s = t["summary"]
+    assert n_jobs == 6 + synthetic.N_DEFENSE_JOBS == len(s)
+    expected = {"stage", "job", "seed", "family", "strength", "setting", "overrides", "job_dir",
+                "snapshots", "grid", "mlflow_run_id", "dataset.name", "attack.steps",
+                "defense.name", "defense.scale", "defense.ratio", "defense.precision",
+                "mse_mean", "mse_median", "psnr_mean", "ssim_mean", "label_acc", "success_rate",
+                "loss_median", "diverged_rate", "evals_mean", "attack_wall_s", "test_acc",
+                "utility_drop", "baseline_test_acc", "train_wall_s"}
+    assert expected <= set(s.columns)
+    assert set(s["stage"]) == {"datasets", "defenses"}
+    assert s["family"].value_counts().to_dict() == {
+        "none": 9, "noise-gaussian": 6, "prune": 6, "precision": 4, "noise-laplacian": 3}
+    assert set(s.loc[s["family"] == "prune", "strength"]) == {0.1, 0.3}
+    assert set(s.loc[s["family"] == "precision", "strength"]) == {"fp16", "bf16"}
+    assert s["strength"][s["family"] == "none"].isna().all()
+    gauss = s[s["setting"] == "defense=noise noise=gaussian scale=0.01"]
+    assert sorted(gauss["seed"]) == [0, 1, 2]
+    assert s.loc[s["stage"] == "datasets", "test_acc"].isna().all()
+
+
+def test_targets_and_curves_are_long_tables(tree):
+    _, n_jobs, t = tree
+    assert len(t["targets"]) == n_jobs * synthetic.TARGETS
+    assert {"stage", "job", "seed", "family", "strength", "dataset.name", "target", "mse",
+            "psnr", "ssim", "success", "diverged", "evals"} <= set(t["targets"].columns)
+    assert list(t["curves"].columns) == ["stage", "job", "step", "evals", "loss_median",
+                                         "mse_median", "success_rate"]
+    assert len(t["curves"]) == n_jobs * synthetic.STEPS
+
+
+def test_paths_are_relative_to_the_tables_and_resolve(tree):
+    out, _, _ = tree
+    s = results.read_tables(out)["summary"]
+    for rel in s["snapshots"]:
+        assert not Path(rel).is_absolute() and (out / rel).is_file()
+    assert (out / s["job_dir"].iloc[0] / "metrics.json").is_file()
+
+
+def test_a_single_sweep_folder_is_its_own_stage(tree):
+    out, _, _ = tree
+    s = results.collect(out / "sweeps" / "defenses", out)["summary"]
+    assert len(s) == synthetic.N_DEFENSE_JOBS and set(s["stage"]) == {"defenses"}
+    assert all(job.split("_")[0].isdigit() for job in s["job"])
+
+
+def test_t_interval_on_known_numbers():
+    mean, lo, hi = aggregate.t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert hi - mean == pytest.approx(T_975_2DF_OVER_SQRT3, rel=1e-9)
+    assert mean - lo == pytest.approx(T_975_2DF_OVER_SQRT3, rel=1e-9)
+
+
+def test_no_interval_from_one_seed():
+    mean, lo, hi = aggregate.t_interval([0.7, np.nan])
+    assert mean == 0.7 and np.isnan(lo) and np.isnan(hi)
+    assert np.isnan(aggregate.t_interval([])[0])
+
+
+def test_over_seeds_gives_the_t_interval_per_setting(tree):
+    s = tree[2]["summary"]
+    agg = aggregate.over_seeds(s[s["stage"] == "defenses"], ["test_acc"]).set_index("setting")
+    strong = agg.loc["defense=noise noise=gaussian scale=0.1"]
+    assert strong["n_seeds"] == 3
+    assert strong["test_acc"] == pytest.approx(0.60)
+    assert strong["test_acc_hi"] - strong["test_acc"] == pytest.approx(0.02 * T_975_2DF_OVER_SQRT3)
+    single = agg.loc["defense=precision precision=bf16"]
+    assert single["n_seeds"] == 1 and single["test_acc"] == pytest.approx(0.91)
+    assert np.isnan(single["test_acc_lo"]) and np.isnan(single["test_acc_hi"])
+
+
+def test_curve_over_seeds_is_a_geometric_mean_with_a_log_interval():
+    curves = pd.DataFrame({"family": "prune", "step": 0, "evals": [10.0, 20.0, 30.0],
+                           "loss_median": [1.0, 10.0, 100.0]})
+    row = aggregate.curve_over_seeds(curves, "loss_median", ["family"]).iloc[0]
+    assert row["evals"] == 20.0 and row["loss_median"] == pytest.approx(10.0)
+    assert row["loss_median_hi"] == pytest.approx(10 ** (1 + T_975_2DF_OVER_SQRT3))
+    assert row["loss_median_lo"] == pytest.approx(10 ** (1 - T_975_2DF_OVER_SQRT3))
+
+
+def test_noise_variance_matches_the_defense_module():
+    defenses = pytest.importorskip("gradleak.defenses")
+    for noise in ("gaussian", "laplacian"):
+        assert results.noise_variance(noise, 0.03) == defenses.noise_variance(noise, 0.03)
+
+
+@pytest.mark.parametrize("family, strength, starts", [
+    ("noise-gaussian", 0.1, "yes"), ("noise-gaussian", 0.01, "no"),
+    ("noise-laplacian", 0.0708, "yes"), ("noise-laplacian", 0.07, "no"),
+    ("prune", 0.2, "no"), ("prune", 0.3, "yes"),
+    ("precision", "fp16", "no"), ("precision", "bf16", "not studied"),
+])
+def test_paper_claims_follow_the_stated_thresholds(family, strength, starts):
+    ref = paper.paper_reference(family, strength)
+    assert ref["paper_defends"].startswith(starts)
+    assert np.isnan(ref["paper_test_acc"]) and ref["paper_checked"] == "unchecked"
+
+
+def test_paper_baseline_accuracy_is_marked_unchecked():
+    ref = paper.paper_reference("none")
+    assert ref["paper_test_acc"] == 76.3 and ref["paper_checked"] == "unchecked"
+    assert "Table 2" in ref["paper_source"]
+
+
+def test_defense_table_in_percent_with_paper_columns(tree):
+    table = paper.defense_table(tree[2]["summary"])
+    assert len(table) == len(synthetic.DEFENSES)
+    assert list(table["family"]) == ["none", "noise-gaussian", "noise-gaussian", "noise-laplacian",
+                                     "precision", "precision", "prune", "prune"]
+    assert list(table.loc[table["family"] == "precision", "strength"]) == ["fp16", "bf16"]
+    strong = table[(table["family"] == "noise-gaussian") & (table["strength"] == 0.1)].iloc[0]
+    assert strong["test_acc"] == pytest.approx(60.0) and strong["variance"] == pytest.approx(1e-2)
+    assert strong["test_acc_hi"] - 60.0 == pytest.approx(2 * T_975_2DF_OVER_SQRT3)
+    assert strong["success_rate"] == 0.0 and strong["paper_defends"].startswith("yes")
+    md = paper.markdown_table(table)
+    assert "| 60.0 ± 5.0 |" in md and "76.3 (unchecked)" in md
+    bf16 = next(line for line in md.splitlines() if "| bf16 |" in line)
+    assert "| 1 | 91.0 |" in bf16 and "±" not in bf16
+
+
+def _assert_real_png(path: Path):
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        pixels = np.asarray(img.convert("L"), dtype=float)
+    assert min(pixels.shape) > 300 and pixels.std() > 10, path
+
+
+def test_make_all_writes_every_figure_and_table(tree, tmp_path):
+    out, _, _ = tree
+    written = figures.make_all(out, tmp_path / "figures")
+    names = sorted(p.name for p in written)
+    assert names == sorted(PNGS + ["table_defenses.csv", "table_defenses.md"])
+    for name in PNGS:
+        _assert_real_png(tmp_path / "figures" / name)
+    csv = pd.read_csv(tmp_path / "figures" / "table_defenses.csv")
+    assert {"test_acc", "test_acc_lo", "test_acc_hi", "success_rate", "n_seeds",
+            "paper_test_acc", "paper_defends", "paper_source", "paper_checked"} <= set(csv.columns)
+
+
+def _collected(tmp_path, write_stages) -> Path:
+    write_stages(tmp_path / "sweeps")
+    results.write_tables(results.collect(tmp_path / "sweeps", tmp_path), tmp_path)
+    return tmp_path
+
+
+def test_only_the_datasets_stage_skips_defense_figures(tmp_path, capsys):
+    res = _collected(tmp_path, synthetic.write_datasets_stage)
+    written = figures.make_all(res, res / "figures")
+    assert sorted(p.name for p in written) == ["fig_mse_per_dataset.png", "fig_reconstructions.png"]
+    printed = capsys.readouterr().out
+    assert "skipping the frontier" in printed and "skipping the defense figure" in printed
+
+
+def test_untrained_defenses_stage_skips_only_the_frontier(tmp_path, capsys):
+    res = _collected(tmp_path, lambda root: synthetic.write_defenses_stage(root, train=False))
+    written = {p.name for p in figures.make_all(res, res / "figures")}
+    assert written == {"fig_reconstructions.png", "fig_mse_per_dataset.png", "fig_defenses.png",
+                       "table_defenses.csv", "table_defenses.md"}
+    assert "no undefended 'datasets' stage" in capsys.readouterr().out
+    _assert_real_png(res / "figures" / "fig_defenses.png")
+
+
+def _script(name, *args):
+    path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    env = os.environ | {"PYTHONPATH": path}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+
+
+def test_cli_collect_then_figures(tree, tmp_path):
+    out, n_jobs, _ = tree
+    run = _script("collect.py", out / "sweeps", "--out", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert len(pd.read_csv(tmp_path / "summary.csv")) == n_jobs
+    run = _script("figures.py", "--results", tmp_path, "--out", tmp_path / "figs")
+    assert run.returncode == 0, run.stderr
+    assert {p.name for p in (tmp_path / "figs").iterdir()} >= set(PNGS)
+
+
+def test_cli_fails_in_one_line_on_bad_input(tmp_path):
+    run = _script("collect.py", tmp_path / "nowhere", "--out", tmp_path)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "nowhere" in run.stderr
+    run = _script("figures.py", "--results", tmp_path, "--out", tmp_path / "figs")
+    assert run.returncode == 1 and "summary.csv" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_diverged_targets_and_infinite_losses_do_not_break_figures(tmp_path):
+    import json
+    synthetic.write_datasets_stage(tmp_path / "sweeps")
+    path = next((tmp_path / "sweeps" / "datasets").glob("0_*/metrics.json"))
+    m = json.loads(path.read_text())
+    m["targets"][0] |= {"mse": float("inf"), "success": False, "diverged": True}
+    m["curve"]["loss_median"][-1] = float("inf")
+    path.write_text(json.dumps(m))
+    results.write_tables(results.collect(tmp_path / "sweeps", tmp_path), tmp_path)
+    written = {p.name for p in figures.make_all(tmp_path, tmp_path / "figures")}
+    assert written == {"fig_reconstructions.png", "fig_mse_per_dataset.png"}
+    targets = pd.read_csv(tmp_path / "targets.csv")
+    assert targets["diverged"].sum() == 1 and np.isinf(targets["mse"]).sum() == 1
