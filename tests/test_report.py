@@ -229,3 +229,10 @@ def test_diverged_targets_and_infinite_losses_do_not_break_figures(tmp_path):
     assert written == {"fig_reconstructions.png", "fig_mse_per_dataset.png"}
     targets = pd.read_csv(tmp_path / "targets.csv")
     assert targets["diverged"].sum() == 1 and np.isinf(targets["mse"]).sum() == 1
+
+
+def test_a_named_defense_stage_without_defenses_is_skipped(tree, capsys):
+    t = tree[2]
+    assert figures.defense_curves(t["summary"], t["curves"], stage="datasets") is None
+    assert figures.defense_curves(t["summary"], t["curves"], stage="nosuch") is None
+    assert "has no defended jobs" in capsys.readouterr().out

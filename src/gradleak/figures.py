@@ -134,9 +134,11 @@ def defense_curves(summary, curves, stage=None):
     """Paper's defense figure: gradient-match loss (top) and MSE (bottom) against
     iterations, one panel per defense family, one line per strength, undefended dashed.
     Lines are geometric means over seeds, bands their 95% t-intervals."""
-    stage = stage or (_defense_stage(summary) if len(summary) else None)
+    stage = stage or _defense_stage(summary)
     if stage is None or curves.empty:
         return note("no defended jobs with curves; skipping the defense figure")
+    if not (summary.loc[summary["stage"] == stage, "family"] != "none").any():
+        return note(f"stage '{stage}' has no defended jobs; skipping the defense figure")
     data, dataset = _defense_curves(summary, curves, stage)
     families = [f for f in DEFENDED if f in set(data["family"])]
     if not families:
