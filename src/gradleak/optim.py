@@ -31,6 +31,13 @@ class OptimState:
         return self.status == RUNNING
 
 
+def _chrono(M: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Reorder [k, m, m] slot-indexed matrices into chronological order (oldest first)."""
+    m = M.shape[-1]
+    rows = M.gather(1, perm[:, :, None].expand(-1, -1, m))
+    return rows.gather(2, perm[:, None, :].expand(-1, m, -1))
+
+
 class _Batched:
     def __init__(self, f: Objective, x0: torch.Tensor, divergence_factor: float):
         k = x0.shape[0]
@@ -79,7 +86,8 @@ class BatchedLBFGS(_Batched):
         # Per-problem history as a ring buffer: entry i (0 = oldest) sits at (start + i) % m.
         self.S = torch.zeros(k, history_size, n, **opts)   # steps s = t * d
         self.Y = torch.zeros(k, history_size, n, **opts)   # gradient changes y
-        self.rho = torch.zeros(k, history_size, **opts)    # 1 / (y . s)
+        self.SY = torch.zeros(k, history_size, history_size, **opts)  # s_i . y_j, by slot
+        self.YY = torch.zeros(k, history_size, history_size, **opts)  # y_i . y_j, by slot
         self.start = torch.zeros(k, dtype=torch.long, device=x0.device)
         self.count = torch.zeros(k, dtype=torch.long, device=x0.device)
         self.H_diag = torch.ones(k, **opts)
@@ -174,43 +182,54 @@ class BatchedLBFGS(_Batched):
         return loss, g, t, ok, used
 
     def _direction(self, rows, g):
-        """L-BFGS two-loop recursion, batched over `rows`, each with its own history."""
+        """-H g with each problem's own L-BFGS inverse-Hessian approximation H.
+
+        Computed in the compact form of Byrd, Nocedal & Schnabel (1994), which equals
+        torch's two-loop recursion in exact arithmetic but takes a handful of batched
+        matrix products instead of 2 x history sequential vector updates.
+        """
         first = self.n_iter[rows] == 1
-        later = rows[~first]
-        if later.numel():
-            self._update_history(later, g[~first])
-        q = -g
-        count, start = self.count[rows], self.start[rows]
-        alpha = torch.zeros(len(rows), self.m, dtype=g.dtype, device=g.device)
-        r_idx = torch.arange(len(rows), device=g.device)
-        max_count = int(count.max()) if len(rows) else 0
-        for i in range(max_count - 1, -1, -1):  # newest to oldest
-            valid = i < count
-            slot = (start + i) % self.m
-            s, y, rho = self.S[rows, slot], self.Y[rows, slot], self.rho[rows, slot]
-            a = torch.where(valid, (s * q).sum(dim=1) * rho, torch.zeros_like(rho))
-            alpha[r_idx, i] = a
-            q = q - a[:, None] * y
-        r = q * self.H_diag[rows][:, None]
-        for i in range(max_count):  # oldest to newest
-            valid = i < count
-            slot = (start + i) % self.m
-            s, y, rho = self.S[rows, slot], self.Y[rows, slot], self.rho[rows, slot]
-            beta = (y * r).sum(dim=1) * rho
-            r = r + torch.where(valid, alpha[:, i] - beta, torch.zeros_like(beta))[:, None] * s
-        return torch.where(first[:, None], -g, r)
+        if (~first).any():
+            self._update_history(rows[~first], g[~first])
+        count, gamma = self.count[rows], self.H_diag[rows]
+        S, Y = self.S[rows], self.Y[rows]
+        perm = (self.start[rows, None] + torch.arange(self.m, device=g.device)) % self.m  # chrono -> slot
+        valid = torch.arange(self.m, device=g.device) < count[:, None]
+        SY, YY = _chrono(self.SY[rows], perm), _chrono(self.YY[rows], perm)
+        both = valid[:, :, None] & valid[:, None, :]
+        R = torch.where(both, SY.triu(), 0.0) + torch.diag_embed((~valid).to(g.dtype))
+        p1 = torch.where(valid, (S @ g[:, :, None]).squeeze(2).gather(1, perm), 0.0)
+        p2 = torch.where(valid, gamma[:, None] * (Y @ g[:, :, None]).squeeze(2).gather(1, perm), 0.0)
+        v = torch.linalg.solve_triangular(R, p1[:, :, None], upper=True)
+        DYv = torch.where(valid, SY.diagonal(dim1=1, dim2=2), 0.0)[:, :, None] * v \
+            + gamma[:, None, None] * torch.where(both, YY, 0.0) @ v
+        top = torch.linalg.solve_triangular(R.transpose(1, 2), DYv - p2[:, :, None], upper=False)
+        top_slot = torch.zeros_like(p1).scatter(1, perm, top.squeeze(2))
+        v_slot = torch.zeros_like(p1).scatter(1, perm, v.squeeze(2))
+        Hg = gamma[:, None] * g + (S.transpose(1, 2) @ top_slot[:, :, None]).squeeze(2) \
+            - gamma[:, None] * (Y.transpose(1, 2) @ v_slot[:, :, None]).squeeze(2)
+        return torch.where(first[:, None], -g, -Hg)
 
     def _update_history(self, rows, g):
         y = g - self.prev_g[rows]
         s = self.d[rows] * self.t[rows][:, None]
         ys = (y * s).sum(dim=1)
-        accept = ys > 1e-10
+        accept = ys > 1e-10  # torch's curvature test; otherwise the pair is skipped
         rows, y, s, ys = rows[accept], y[accept], s[accept], ys[accept]
         if rows.numel() == 0:
             return
         full = self.count[rows] == self.m
-        slot = (self.start[rows] + self.count[rows]) % self.m  # == start when full (drop oldest)
-        self.S[rows, slot], self.Y[rows, slot], self.rho[rows, slot] = s, y, 1.0 / ys
+        slot = (self.start[rows] + self.count[rows]) % self.m  # == start when full: drop oldest
+        self.S[rows, slot], self.Y[rows, slot] = s, y
+        S, Y = self.S[rows], self.Y[rows]
+        sy_row = (Y @ s[:, :, None]).squeeze(2)   # s_new . y_j for every slot j
+        sy_col = (S @ y[:, :, None]).squeeze(2)   # s_i . y_new for every slot i
+        yy = (Y @ y[:, :, None]).squeeze(2)
+        k = torch.arange(len(rows), device=y.device)
+        SY, YY = self.SY[rows], self.YY[rows]
+        SY[k, slot, :], SY[k, :, slot] = sy_row, sy_col
+        YY[k, slot, :], YY[k, :, slot] = yy, yy
+        self.SY[rows], self.YY[rows] = SY, YY
         self.start[rows] = torch.where(full, (self.start[rows] + 1) % self.m, self.start[rows])
         self.count[rows] = torch.clamp(self.count[rows] + 1, max=self.m)
         self.H_diag[rows] = ys / (y * y).sum(dim=1)

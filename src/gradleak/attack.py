@@ -1,0 +1,297 @@
+"""The DLG attack: K independent reconstructions of shared gradients, run by Lightning.
+
+K = num_targets x restarts problems. Problem p attacks target p // restarts: it owns dummy
+images [B, C, H, W] (and, for DLG's soft labels, dummy label logits [B, classes]) and is
+optimized against its target's defended gradient by a batched optimizer (optim.py), all
+problems in one vectorized objective (objective.py). Per target, the restart with the
+lowest gradient-match loss is kept: the attacker cannot know the MSE.
+"""
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from gradleak.metrics import image_metrics, match_images
+from gradleak.objective import GradientMatch, soft_cross_entropy
+from gradleak.optim import DIVERGED, OPTIMIZERS
+
+
+# --- the attacked gradients --------------------------------------------------------------------
+
+def shared_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    """Each target's true gradient: images [T, B, C, H, W], labels [T, B] -> [T, *param]."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    num_classes = last_linear_weight(model).shape[0]
+
+    def one(x, y):
+        soft = F.one_hot(y, num_classes).to(x.dtype)
+        return grad(lambda p: soft_cross_entropy(functional_call(model, p, (x,)), soft))(params)
+
+    grads = vmap(one)(images, labels)
+    return [grads[n] for n in params]
+
+
+def last_linear_weight(model: nn.Module) -> torch.Tensor:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].weight
+
+
+def idlg_labels(model: nn.Module, targets: list[torch.Tensor]) -> torch.Tensor:
+    """iDLG: the true class is the row of the last layer's weight gradient with the smallest
+    sum (the only negative row for one image with non-negative features)."""
+    weight = last_linear_weight(model)
+    index = next(i for i, p in enumerate(model.parameters()) if p is weight)
+    return targets[index].sum(dim=-1).argmin(dim=-1)  # [T]
+
+
+# --- flat variables <-> dummy images and labels ------------------------------------------------
+
+@dataclass
+class DummyLayout:
+    batch: int
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    with_labels: bool
+
+    @property
+    def image_numel(self) -> int:
+        return self.batch * int(np.prod(self.image_shape))
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, : self.image_numel].reshape(-1, self.batch, *self.image_shape)
+
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.image_numel:].reshape(-1, self.batch, self.num_classes)
+
+    def flat(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        parts = [images.flatten(1)] + ([labels.flatten(1)] if labels is not None else [])
+        return torch.cat(parts, dim=1)
+
+
+class ProblemObjective:
+    """f(x_rows, rows) -> (D [k], dD/dx [k, n]) for the optimizers, chunked to bound memory."""
+
+    def __init__(self, model, layout: DummyLayout, targets, fixed_labels, chunk_size: int = 0):
+        self.match = GradientMatch(model, optimize_labels=layout.with_labels)
+        self.layout, self.targets, self.fixed_labels = layout, targets, fixed_labels
+        self.chunk_size = chunk_size
+
+    def __call__(self, x: torch.Tensor, rows: torch.Tensor):
+        step = self.chunk_size or len(rows)
+        parts = [self._eval(x[i:i + step], rows[i:i + step]) for i in range(0, len(rows), step)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _eval(self, x, rows):
+        everyone = len(rows) == len(self.targets[0])  # skip the gather when all problems run
+        targets = self.targets if everyone else [t[rows] for t in self.targets]
+        labels = self.layout.labels(x) if self.layout.with_labels else self.fixed_labels[rows]
+        value, d_images, d_labels = self.match(self.layout.images(x), labels, targets)
+        return value.detach(), self.layout.flat(d_images, d_labels).detach()
+
+
+# --- the Lightning module ----------------------------------------------------------------------
+
+@dataclass
+class Progress:
+    """What the attack records along the way, per optimizer step."""
+    step: list = field(default_factory=list)
+    evals: list = field(default_factory=list)
+    loss_median: list = field(default_factory=list)
+    mse_median: list = field(default_factory=list)
+    success_rate: list = field(default_factory=list)
+    snapshot_steps: list = field(default_factory=list)
+    snapshots: list = field(default_factory=list)
+
+
+class AttackModule(pl.LightningModule):
+    """Holds the frozen victim, the defended target gradients and the dummy data; each
+    training step is one optimizer step of every running problem."""
+
+    def __init__(self, attack: "Attack", steps: int, snapshot_steps: set[int]):
+        super().__init__()
+        self.automatic_optimization = False
+        self.attack, self.steps, self.snapshot_steps = attack, steps, snapshot_steps
+        self.progress = Progress()
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(list(range(self.steps)), batch_size=None)
+
+    def configure_optimizers(self):
+        return None
+
+    def on_train_start(self):
+        self._record(0)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if not self.attack.optimizer.state.running.any():
+            return -1  # every problem converged, stalled or diverged: stop early
+
+    def training_step(self, batch, batch_idx):
+        self.attack.optimizer.step()
+        loss, mse = self._record(batch_idx + 1)
+        self.log_dict({"loss": loss, "mse": mse,
+                       "running": float(self.attack.optimizer.state.running.sum())},
+                      prog_bar=True, on_step=True, logger=False, batch_size=1)
+
+    def snapshot_final(self):
+        """Make sure the last state is among the snapshots, also after an early stop."""
+        p = self.progress
+        if not p.snapshot_steps or p.snapshot_steps[-1] != p.step[-1]:
+            self.snapshot_steps.add(p.step[-1])
+            p.step.pop(), p.evals.pop(), p.loss_median.pop(), p.mse_median.pop(), p.success_rate.pop()
+            self._record(p.step[-1] + 1 if p.step else 0)
+
+    def _record(self, step: int):
+        best = self.attack.best_problems()
+        recon = self.attack.reconstructions(best)
+        mse = self.attack.matched_mse(recon)
+        loss = self.attack.optimizer.state.loss[best]
+        p = self.progress
+        p.step.append(step)
+        p.evals.append(float(self.attack.optimizer.state.evals[best].float().mean()))
+        p.loss_median.append(float(loss.median()))
+        p.mse_median.append(float(mse.median()))
+        p.success_rate.append(float((mse < self.attack.success_mse).float().mean()))
+        if step in self.snapshot_steps:
+            p.snapshot_steps.append(step)
+            p.snapshots.append(recon.clamp(0, 1).cpu())
+        return p.loss_median[-1], p.mse_median[-1]
+
+
+# --- set-up, run, results ----------------------------------------------------------------------
+
+class Attack:
+    """One attack on T targets with R restarts each, on `device`."""
+
+    def __init__(self, cfg, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 defense, seed: int, device: torch.device):
+        """images [T, B, C, H, W] and labels [T, B]: the private data behind each gradient."""
+        self.cfg, self.device = cfg, device
+        self.success_mse = cfg.success_mse
+        self.restarts = cfg.restarts
+        self.model = model.to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.truth, self.truth_labels = images.to(device), labels.to(device)
+        t, b = labels.shape
+        num_classes = last_linear_weight(self.model).shape[0]
+        clean = shared_gradients(self.model, self.truth, self.truth_labels)
+        noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        self.targets = defense(clean, generator=noise_gen, batch_dims=1)
+        self.layout = DummyLayout(b, tuple(images.shape[2:]), num_classes, cfg.labels == "soft")
+        self.inferred_labels = None if self.layout.with_labels else idlg_labels(self.model, self.targets)
+        self.target_of = torch.arange(t, device=device).repeat_interleave(self.restarts)
+        self.optimizer = self._optimizer(seed)
+
+    def _optimizer(self, seed: int):
+        cfg, layout = self.cfg, self.layout
+        k = len(self.target_of)
+        init_gen = torch.Generator(device="cpu").manual_seed(seed)
+        dtype = self.truth.dtype
+        images = torch.randn((k, layout.image_numel), generator=init_gen, dtype=dtype)
+        logits = torch.randn((k, layout.batch * layout.num_classes), generator=init_gen, dtype=dtype)
+        x0 = torch.cat([images, logits] if layout.with_labels else [images], dim=1).to(self.device)
+        fixed = None
+        if not layout.with_labels:
+            onehot = F.one_hot(self.inferred_labels, layout.num_classes).to(dtype)[:, None]
+            fixed = onehot[self.target_of]
+        per_problem = [t[self.target_of] for t in self.targets]
+        objective = ProblemObjective(self.model, layout, per_problem, fixed, cfg.chunk_size)
+        opts = dict(lr=cfg.lr, max_iter=cfg.max_iter, divergence_factor=cfg.divergence_factor)
+        if cfg.optimizer == "lbfgs":
+            opts.update(history_size=cfg.history_size,
+                        line_search=None if cfg.line_search == "none" else cfg.line_search)
+        return OPTIMIZERS[cfg.optimizer](objective, x0, **opts)
+
+    def best_problems(self) -> torch.Tensor:
+        """Per target, the restart with the lowest gradient-match loss (diverged ones last)."""
+        st = self.optimizer.state
+        loss = torch.where(st.status == DIVERGED, torch.inf, st.loss.nan_to_num(torch.inf))
+        return loss.view(-1, self.restarts).argmin(dim=1) + torch.arange(
+            0, len(loss), self.restarts, device=loss.device)
+
+    def reconstructions(self, best: torch.Tensor) -> torch.Tensor:
+        return self.layout.images(self.optimizer.state.x[best])  # [T, B, C, H, W]
+
+    def predicted_labels(self, best: torch.Tensor) -> torch.Tensor:
+        if self.layout.with_labels:
+            return self.layout.labels(self.optimizer.state.x[best]).argmax(dim=-1)
+        return self.inferred_labels[:, None].expand(-1, self.layout.batch)
+
+    def matched_mse(self, recon: torch.Tensor) -> torch.Tensor:
+        """Per target: mean MSE over its images after optimal assignment (clamped to [0, 1])."""
+        recon = recon.clamp(0, 1)
+        if self.layout.batch > 1:
+            recon = torch.stack([r[match_images(r, t)] for r, t in zip(recon, self.truth)])
+        return ((recon - self.truth) ** 2).flatten(1).mean(1)
+
+    def results(self) -> list[dict]:
+        """Per-target metrics of the kept restart, images matched to ground truth."""
+        best = self.best_problems()
+        st = self.optimizer.state
+        recon, labels = self.reconstructions(best), self.predicted_labels(best)
+        out = []
+        for t, p in enumerate(best.tolist()):
+            order = match_images(recon[t].clamp(0, 1), self.truth[t])
+            m = image_metrics(recon[t][order], self.truth[t])
+            diverged = bool(st.status[p] == DIVERGED)
+            mse = float(m["mse"].mean())
+            out.append({
+                "target": t, "mse": mse, "psnr": float(m["psnr"].mean()), "ssim": float(m["ssim"].mean()),
+                "label_acc": float((labels[t][order] == self.truth_labels[t]).float().mean()),
+                "label": self.truth_labels[t].tolist(), "predicted": labels[t][order].tolist(),
+                "loss": float(st.loss[p]), "success": (mse < self.success_mse) and not diverged,
+                "diverged": diverged, "evals": int(st.evals[p]),
+                "evals_all_restarts": int(st.evals[self.target_of == t].sum()),
+            })
+            recon[t] = recon[t][order]
+        self.final_reconstructions = recon.clamp(0, 1).detach().cpu()
+        return out
+
+
+@dataclass
+class AttackOutcome:
+    targets: list[dict]
+    progress: Progress
+    truth: torch.Tensor           # [T, B, C, H, W]
+    reconstructions: torch.Tensor  # [T, B, C, H, W], matched to truth, clamped to [0, 1]
+    wall_s: float
+    device: str
+
+
+def run_attack(cfg, model: nn.Module, images, labels, defense, seed: int,
+               accelerator: str = "auto", progress_bar: bool = True) -> AttackOutcome:
+    """Attack the defended gradients of (images [T, B, ...], labels [T, B])."""
+    device = pick_device(accelerator)
+    start = time.perf_counter()
+    attack = Attack(cfg, model, images, labels, defense, seed, device)
+    snapshot_steps = set(np.linspace(0, cfg.steps, cfg.snapshots).round().astype(int).tolist()) \
+        if cfg.snapshots else set()
+    module = AttackModule(attack, cfg.steps, snapshot_steps)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*(num_workers|does not have many workers|no optimizer"
+                                          "|GPU available but not used|LitLogger).*")
+        trainer = pl.Trainer(max_epochs=1, accelerator=device.type, devices=1, logger=False,
+                             enable_checkpointing=False, enable_model_summary=False,
+                             enable_progress_bar=progress_bar, num_sanity_val_steps=0)
+        if cfg.steps > 0:
+            trainer.fit(module)
+        else:
+            module.on_train_start()
+    module.snapshot_final()
+    targets = attack.results()
+    return AttackOutcome(targets, module.progress, attack.truth.cpu(), attack.final_reconstructions,
+                         time.perf_counter() - start, device.type)
+
+
+def pick_device(accelerator: str) -> torch.device:
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if accelerator in ("gpu", "cuda"):
+        raise RuntimeError(f"trainer.accelerator={accelerator}: no CUDA device is available")
+    return torch.device("cpu")

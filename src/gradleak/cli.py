@@ -1,0 +1,130 @@
+"""Checks before work: every job of a run or sweep is composed and validated up front, so a
+user mistake costs one line on stderr and exit code 2, never a traceback or a stray run."""
+import sys
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from gradleak.config import ConfigError, validate
+from gradleak.data import DatasetError, load_split
+
+
+def preflight_or_exit(argv: list[str], config_dir: Path) -> None:
+    try:
+        preflight(argv, config_dir)
+    except (ConfigError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def preflight(argv: list[str], config_dir: Path) -> int:
+    """Validate every job `python run.py argv` would start; returns the number of jobs."""
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion:
+        return 0
+    user = [o for o in args.overrides if not o.split("=")[0].lstrip("+~").startswith("hydra")]
+    parsed = _parse(user)
+    conf = ConfTree(config_dir)
+    for o in parsed:
+        if o.is_sweep_override() and not args.multirun:
+            raise ConfigError(f"{o.input_line}: a list of values is a sweep; add -m to run one job each")
+        conf.check_group_values(o)
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch] \
+        if args.multirun else [user]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        checked_data = set()
+        for job in jobs:
+            conf.check_knobs(job)
+            cfg = _compose(job)
+            validate(cfg)
+            _check_data(cfg, checked_data)
+    GlobalHydra.instance().clear()
+    return len(jobs)
+
+
+def _parse(overrides: list[str]):
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+
+
+def _compose(job: list[str]):
+    try:
+        return compose(config_name="config", overrides=job)
+    except (HydraException, OmegaConfBaseException) as exc:
+        text = str(exc)
+        for o in job:
+            key = o.split("=")[0]
+            if f"Could not override '{key}'" in text or f"Key '{key}'" in text:
+                raise ConfigError(f"{o}: unknown key '{key}' (python run.py --cfg job lists the keys)") from None
+        raise ConfigError(" ".join(text.split())) from None
+
+
+def _check_data(cfg, checked: set) -> None:
+    """Each distinct dataset once: present (or downloadable) and big enough for the attack."""
+    key = (str(cfg.dataset), cfg.attack.num_targets * cfg.attack.batch_size)
+    if key in checked:
+        return
+    checked.add(key)
+    test = load_split(cfg.dataset, "test")
+    need = key[1]
+    if need > len(test):
+        raise ConfigError(f"attack.num_targets={cfg.attack.num_targets}: dataset={cfg.dataset.name} has"
+                          f" {len(test)} test images; allowed num_targets * batch_size <= {len(test)}")
+
+
+class ConfTree:
+    """The config groups on disk: their options, defaults, and which option owns each knob."""
+
+    def __init__(self, config_dir: Path):
+        self.options = {d.name: sorted(p.stem for p in d.glob("*.yaml"))
+                        for d in sorted(config_dir.iterdir()) if d.is_dir()}
+        self.defaults = {}
+        for entry in yaml.safe_load((config_dir / "config.yaml").read_text())["defaults"]:
+            if isinstance(entry, dict):
+                (group, option), = entry.items()
+                self.defaults[group.replace("optional ", "")] = option
+        self.knob_owner = {}  # knob -> (group, {options that define it})
+        for group, options in self.options.items():
+            for option in options:
+                for knob in _global_keys(config_dir / group / f"{option}.yaml", group):
+                    self.knob_owner.setdefault(knob, (group, set()))[1].add(option)
+
+    def check_group_values(self, o) -> None:
+        group = o.key_or_group
+        if group not in self.options:
+            return
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        for v in values:
+            if v not in self.options[group]:
+                raise ConfigError(f"{group}={v}: unknown option; allowed {group}="
+                                  + "|".join(self.options[group]))
+
+    def check_knobs(self, job: list[str]) -> None:
+        chosen = dict(self.defaults)
+        chosen.update(o.split("=", 1) for o in job if o.split("=")[0] in self.options)
+        for o in job:
+            key = o.split("=")[0].lstrip("+")
+            if key not in self.knob_owner:
+                continue
+            group, owners = self.knob_owner[key]
+            if chosen.get(group) not in owners:
+                own = " or ".join(f"{group}={x}" for x in sorted(owners))
+                raise ConfigError(f"{o}: '{key}' exists only with {own}, but {group}={chosen.get(group)}"
+                                  " is selected")
+
+
+def _global_keys(path: Path, group: str) -> list[str]:
+    text = path.read_text()
+    if "# @package _global_" not in text:
+        return []
+    return [k for k in (yaml.safe_load(text) or {}) if k != group]
