@@ -154,8 +154,8 @@ class AttackModule(pl.LightningModule):
         p = self.progress
         p.step.append(step)
         p.evals.append(float(self.attack.optimizer.state.evals[best].float().mean()))
-        p.loss_median.append(float(loss.median()))
-        p.mse_median.append(float(mse.median()))
+        p.loss_median.append(float(loss.double().quantile(0.5)))  # numpy's median, as in metrics
+        p.mse_median.append(float(mse.double().quantile(0.5)))
         p.success_rate.append(float((mse < self.attack.success_mse).float().mean()))
         if step in self.snapshot_steps:
             p.snapshot_steps.append(step)

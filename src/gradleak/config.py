@@ -143,6 +143,8 @@ def validate(cfg: DictConfig) -> None:
 
 def _check(schema, node, prefix: str) -> None:
     try:
+        if isinstance(node, DictConfig):  # resolve first: knobs interpolate from the root
+            node = OmegaConf.to_container(node, resolve=True)
         OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
     except OmegaConfBaseException as exc:
         key = str(exc.full_key or "")
@@ -150,16 +152,14 @@ def _check(schema, node, prefix: str) -> None:
         raise ConfigError(f"{shown}={_value_of(node, key)}: {_reason(exc, key)}") from None
 
 
-def _value_of(node, key: str):
-    try:
-        return OmegaConf.select(node, key) if isinstance(node, DictConfig) else node[key]
-    except Exception:  # noqa: BLE001 - the value itself may be what fails to resolve
-        return "?"
+def _value_of(node: dict, key: str):
+    return node.get(key, "?") if isinstance(node, dict) else "?"
 
 
 def _reason(exc: OmegaConfBaseException, key: str) -> str:
     first = str(exc).splitlines()[0]
-    if "not in struct" in first or "Key '" in first and "not in" in first:
+    if "could not be converted to" in first:  # "Value 'abc' of type 'str' could not be converted to Float"
+        return "allowed values of type " + first.rsplit(" ", 1)[-1].lower()
+    if "not in struct" in first or ("Key '" in first and "not in" in first):
         return f"unknown key '{key}'"
-    return "allowed " + first.split(" could not be converted to ")[-1].lower().join(
-        ["values of type ", ""]) if "could not be converted" in first else first
+    return first

@@ -1,0 +1,20 @@
+"""gradleak entry point: `python run.py [-m] key=value ...` (see README.md)."""
+import sys
+from pathlib import Path
+
+import hydra
+
+from gradleak.cli import preflight_or_exit
+from gradleak.pipeline import run
+
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg) -> float:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    preflight_or_exit(sys.argv[1:], CONFIG_DIR)
+    main()

@@ -1,0 +1,108 @@
+"""One job: data -> victim -> defended gradient -> attack -> metrics -> (training) -> tracking."""
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from gradleak import tracking
+from gradleak.artifacts import save_grid, save_snapshots, write_json
+from gradleak.attack import run_attack
+from gradleak.config import validate
+from gradleak.data import load_split
+from gradleak.defenses import defense_from_config, noise_variance
+from gradleak.metrics import aggregate
+from gradleak.models import build_model
+from gradleak.summary import format_summary
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> float:
+    """Run one job; returns the median reconstruction MSE (what a Hydra sweeper optimizes)."""
+    validate(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    pl.seed_everything(cfg.seed, verbose=False)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    overrides = job_overrides()
+    test = load_split(cfg.dataset, "test")
+    params = job_params(cfg)
+    tags = {"dataset": cfg.dataset.name, "defense": cfg.defense.name, "overrides": " ".join(overrides)}
+    with tracking.job_run(cfg, " ".join(overrides) or "defaults", tags) as mlrun:
+        mlrun.log_params(params)
+        report = {"overrides": overrides, "config": params,
+                  "mlflow": {"tracking_uri": mlrun.uri, "experiment": cfg.tracking.experiment,
+                             "run_id": mlrun.run_id, "parent_run_id": cfg.tracking.parent_run_id}}
+        grid = attack_and_report(cfg, test, report, out_dir, mlrun)
+        report["train"] = train_and_report(cfg, report, out_dir, mlrun)
+        mlrun.log_artifact(out_dir / "metrics.json")
+    print(format_summary(report, out_dir, grid))
+    return report["attack"]["mse_median"]
+
+
+def job_overrides() -> list[str]:
+    """The user's overrides of this job (what names its MLflow run)."""
+    return [o for o in HydraConfig.get().overrides.task
+            if not o.lstrip("+~").startswith(("hydra", "tracking."))]
+
+
+def job_params(cfg: DictConfig) -> dict:
+    params = tracking.flat_params(cfg)
+    if cfg.defense.name == "noise":
+        params["defense.variance"] = noise_variance(cfg.defense.noise, cfg.defense.scale)
+    return params
+
+
+def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
+    """Attack the first num_targets x batch_size test images; write and log the results."""
+    a = cfg.attack
+    n = a.num_targets * a.batch_size
+    images = test.images[:n].reshape(a.num_targets, a.batch_size, *test.shape)
+    labels = test.labels[:n].reshape(a.num_targets, a.batch_size)
+    model = build_model(cfg.model.name, test.shape[0], test.shape[1], test.num_classes)
+    outcome = run_attack(a, model, images, labels, defense_from_config(cfg.defense), cfg.seed,
+                         cfg.trainer.accelerator)
+    p = outcome.progress
+    report.update(
+        device=outcome.device,
+        attack={**aggregate(outcome.targets), "wall_s": outcome.wall_s},
+        targets=[{**t, "index": t["target"] * a.batch_size} for t in outcome.targets],
+        curve={"step": p.step, "evals": p.evals, "loss_median": p.loss_median,
+               "mse_median": p.mse_median, "success_rate": p.success_rate},
+        snapshots={"file": "snapshots.npz", "steps": p.snapshot_steps},
+        grid="reconstruction.png",
+    )
+    save_snapshots(out_dir / "snapshots.npz", outcome.truth, p.snapshot_steps, p.snapshots)
+    mse = [float(((r - t) ** 2).mean()) for r, t in zip(outcome.reconstructions.flatten(0, 1),
+                                                        outcome.truth.flatten(0, 1))]
+    title = f"{' '.join(report['overrides']) or 'defaults'} | success {report['attack']['success_rate']:.0%}"
+    grid = save_grid(out_dir / "reconstruction.png", outcome.truth, outcome.reconstructions, mse, title)
+    write_json(out_dir / "metrics.json", report)  # written now: kept even if training fails
+    mlrun.log_metrics(report["attack"])
+    mlrun.log_series({f"curve/{k}": report["curve"][k]
+                      for k in ("loss_median", "mse_median", "success_rate", "evals")}, steps=p.step)
+    for path in (grid, out_dir / "snapshots.npz"):
+        mlrun.log_artifact(path)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    mlrun.log_artifact(out_dir / "config.yaml")
+    return grid
+
+
+def train_and_report(cfg, report: dict, out_dir: Path, mlrun):
+    """Train under the defense (unless train=none) and log what the defense costs."""
+    if cfg.train.name == "none":
+        write_json(out_dir / "metrics.json", {**report, "train": None})
+        return None
+    from gradleak.training import run_training
+
+    start = time.perf_counter()
+    result = run_training(cfg, logger=mlrun.lightning_logger())
+    log.info("training took %.1f s", time.perf_counter() - start)
+    mlrun.log_metrics({f"train/{k}": v for k, v in result.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    write_json(out_dir / "metrics.json", {**report, "train": result})
+    return result
