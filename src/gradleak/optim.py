@@ -172,7 +172,7 @@ class BatchedLBFGS(_Batched):
             accept = fin & (trial_loss <= loss0[idx] + c1 * t[idx] * gtd[idx])
             hit = idx[accept]
             loss[hit], g[hit], done[hit] = trial_loss[accept], trial_g[accept], True
-            self.state.x[rows[hit]] = x0[accept] + t[hit, None] * d[hit]
+            self.state.x[rows[hit]] = x0[hit] + t[hit, None] * d[hit]
             self.state.loss[rows[hit]] = trial_loss[accept]
             t[idx[~accept]] *= 0.5
         # No acceptable step: stay put (a zero step ends this problem's step below).

@@ -1,0 +1,111 @@
+"""The batched L-BFGS is K independent torch.optim.LBFGS instances (float64, CPU)."""
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from gradleak.attack import DummyLayout, ProblemObjective, shared_gradients
+from gradleak.data import load_split
+from gradleak.models import LeNet
+from gradleak.objective import reference_match
+from gradleak.optim import DIVERGED, BatchedLBFGS
+
+K, STEPS, TOL = 8, 20, 1e-4
+# Below this loss the objective (a sum of ~8,000 squared gradient differences) is at float64
+# round-off: trajectories that reach it agree to ~1e-13 absolute, which is no longer 1e-4
+# relative. Steps are compared while the reference is above it.
+LOSS_FLOOR = 1e-6
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_problem()
+
+
+def make_problem():
+    """K real digits behind K gradients of the DLG LeNet, with DLG's random dummy init."""
+    torch.manual_seed(0)
+    test = load_split(OmegaConf.create({"name": "digits"}), "test")
+    model = LeNet(1, 8, 10).double().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    images = test.images[:K, None].double()
+    labels = test.labels[:K, None]
+    targets = shared_gradients(model, images, labels)
+    layout = DummyLayout(1, (1, 8, 8), 10, with_labels=True)
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.cat([torch.randn(K, 64, generator=gen, dtype=torch.float64),
+                    torch.randn(K, 10, generator=gen, dtype=torch.float64)], dim=1)
+    return model, layout, targets, x0
+
+
+def batched_trajectory(model, layout, targets, x0, rows, **opts):
+    objective = ProblemObjective(model, layout, [t[rows] for t in targets], None)
+    opt = BatchedLBFGS(objective, x0[rows].clone(), **opts)
+    return torch.stack([opt.step() for _ in range(STEPS)], dim=1), opt
+
+
+def torch_trajectory(model, layout, targets, x0, k):
+    """The original DLG loop: torch.optim.LBFGS(lr=1, history 100, max_iter 20)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    images = layout.images(x0[k:k + 1])[0].clone().requires_grad_(True)
+    logits = layout.labels(x0[k:k + 1])[0].clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([images, logits], lr=1, history_size=100, max_iter=20)
+
+    def closure():
+        opt.zero_grad()
+        loss = reference_match(model, images, logits, [t[k] for t in targets])
+        loss.backward(inputs=[images, logits])
+        return loss
+
+    out = torch.tensor([float(opt.step(closure)) for _ in range(STEPS)], dtype=torch.float64)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return out
+
+
+def rel_diff(a, b):
+    above = b.abs() > LOSS_FLOOR
+    assert above.sum() >= 3, "too few steps above the round-off floor to compare"
+    return float(((a - b).abs() / b.abs())[above].max())
+
+
+def test_k1_follows_torch_lbfgs(problem):
+    model, layout, targets, x0 = problem
+    for k in range(3):
+        ours, _ = batched_trajectory(model, layout, targets, x0, torch.tensor([k]))
+        reference = torch_trajectory(model, layout, targets, x0, k)
+        assert (reference[1:] != reference[0]).all()  # the reference really moved
+        assert rel_diff(ours[0], reference) < TOL
+
+
+def test_each_of_k8_equals_its_own_k1_run(problem):
+    model, layout, targets, x0 = problem
+    together, _ = batched_trajectory(model, layout, targets, x0, torch.arange(K))
+    for k in range(K):
+        alone, _ = batched_trajectory(model, layout, targets, x0, torch.tensor([k]))
+        assert rel_diff(together[k], alone[0]) < TOL
+
+
+def test_diverging_problem_is_frozen_and_isolated(problem):
+    model, layout, targets, x0 = problem
+    rows = torch.arange(K)
+    clean, _ = batched_trajectory(model, layout, targets, x0, rows)
+    poisoned_targets = [t.clone() for t in targets]
+    poisoned_x0 = x0.clone()
+    poisoned_x0[3, :64] = 1e6  # saturated sigmoids: a step from here explodes
+    poisoned_targets[0][3] = float("nan")
+    traj, opt = batched_trajectory(model, layout, poisoned_targets, poisoned_x0, rows)
+    assert opt.state.status[3] == DIVERGED
+    others = torch.tensor([k for k in range(K) if k != 3])
+    assert rel_diff(traj[others], clean[others]) < TOL
+    assert (opt.state.status[others] != DIVERGED).all()
+    assert torch.isfinite(opt.state.x).all()  # frozen at its last finite point
+
+
+def test_backtracking_never_increases_loss(problem):
+    model, layout, targets, x0 = problem
+    traj, opt = batched_trajectory(model, layout, targets, x0, torch.arange(K), line_search="backtracking")
+    assert (traj[:, 1:] <= traj[:, :-1] * (1 + 1e-12)).all()
+    assert (opt.state.status != DIVERGED).all()
+    assert float(traj[:, -1].median()) < 1e-2 * float(traj[:, 0].median())
