@@ -153,20 +153,21 @@ def _npz(cfg, split: str):
     path = _existing_path(cfg, want_folder=False)
     try:
         with np.load(path, allow_pickle=False) as f:
-            x, y = f["x"], f["y"]
-            names = f["class_names"] if "class_names" in f.files else None
-    except KeyError as exc:
-        raise DatasetError(f"dataset=npz path={path}: missing array {exc}; expected 'x' uint8 "
-                           "[N,H,W,C] and 'y' int labels") from None
+            arrays = {k: f[k] for k in ("x", "y", "class_names") if k in f.files}
     except (OSError, ValueError) as exc:
         raise DatasetError(f"dataset=npz path={path}: not a readable .npz file ({exc})") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DatasetError(f"dataset=npz path={path}: no array {' or '.join(map(repr, missing))};"
+                           " expected 'x' uint8 [N,H,W,C] and 'y' int labels")
+    x, y, names = arrays["x"], arrays["y"], arrays.get("class_names")
     _check_arrays(path, x, y)
     # class_names fixes the label space: a subset need not contain the highest class.
     num_classes = len(names) if names is not None else int(y.max()) + 1
     if y.min() < 0 or y.max() >= num_classes:
+        space = f"{num_classes} class_names" if names is not None else "no class_names"
         raise DatasetError(f"dataset=npz path={path}: labels must lie in [0, {num_classes})"
-                           f" ({len(names) if names is not None else 'no'} class_names), got"
-                           f" min {y.min()} max {y.max()}")
+                           f" ({space}), got min {y.min()} max {y.max()}")
     keep = _held_out(len(y), cfg, split)
     return x[keep].transpose(0, 3, 1, 2), y[keep].astype(np.int64), num_classes
 
