@@ -156,10 +156,18 @@ def test_missing_array(tmp_path):
                                        " [N,H,W,C] and 'y' int labels")
 
 
-def test_not_an_npz_file(tmp_path):
+@pytest.mark.parametrize("content", [b"hello", b"\x93NUMPY"])  # text; a .npy renamed .npz
+def test_not_an_npz_archive(tmp_path, content):
     path = tmp_path / "data.npz"
-    path.write_text("hello")
-    assert error_of(npz_cfg(path)).startswith(f"dataset=npz path={path}: not a readable .npz file (")
+    path.write_bytes(content)
+    assert error_of(npz_cfg(path)) == (f"dataset=npz path={path}: not an .npz archive"
+                                       " (numpy.savez(path, x=..., y=...) writes one)")
+
+
+def test_object_arrays_are_refused(tmp_path):
+    path = save_npz(tmp_path / "objects.npz", x=np.array([object()] * 5), y=np.arange(5))
+    assert error_of(npz_cfg(path)).startswith(f"dataset=npz path={path}: not a readable .npz file"
+                                              " (Object arrays cannot be loaded when allow_pickle=False")
 
 
 def test_folder_given_for_npz_and_file_for_imagefolder(tmp_path):

@@ -2,6 +2,7 @@
 import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -281,8 +282,6 @@ def test_bad_train_profiles_fail_with_one_line(tmp_path, key, value, message):
 @pytest.mark.slow
 def test_smoke_profile_on_mnist(shared_data, tmp_path):
     from hydra import compose, initialize_config_dir
-    from gradleak import project_root  # noqa: F401 - registers ${project_root:}
-    from pathlib import Path
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     results = {}

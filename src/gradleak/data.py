@@ -5,6 +5,7 @@ Each dataset loads one split ("train" or "test"). torchvision datasets download 
 with one line naming the folder and the files expected.
 """
 import socket
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -151,6 +152,9 @@ def _held_out(n: int, cfg, split: str) -> np.ndarray:
 
 def _npz(cfg, split: str):
     path = _existing_path(cfg, want_folder=False)
+    if not zipfile.is_zipfile(path):  # np.load would take it for a .npy or a pickle
+        raise DatasetError(f"dataset=npz path={path}: not an .npz archive (numpy.savez(path, x=..., y=...)"
+                           " writes one)")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in ("x", "y", "class_names") if k in f.files}
