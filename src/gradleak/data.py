@@ -5,12 +5,14 @@ Each dataset loads one split ("train" or "test"). torchvision datasets download 
 with one line naming the folder and the files expected.
 """
 import socket
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision import datasets as tvd
 from torchvision.transforms import functional as TF
 
@@ -139,25 +141,39 @@ _TV = {
 
 def _held_out(n: int, cfg, split: str) -> np.ndarray:
     """Deterministic split of a user dataset: the last `test_fraction` of a seeded shuffle."""
-    order = np.random.default_rng(0).permutation(n)
     n_test = int(round(cfg.test_fraction * n))
+    if not 0 < n_test < n:
+        raise DatasetError(f"dataset={cfg.name} path={cfg.path}: test_fraction={cfg.test_fraction} of"
+                           f" {n} images leaves {n_test} test and {n - n_test} train images; both"
+                           " splits need at least one")
+    order = np.random.default_rng(0).permutation(n)
     return order[n - n_test:] if split == "test" else order[: n - n_test]
 
 
 def _npz(cfg, split: str):
-    path = _existing_path(cfg)
+    path = _existing_path(cfg, want_folder=False)
+    if not zipfile.is_zipfile(path):  # np.load would take it for a .npy or a pickle
+        raise DatasetError(f"dataset=npz path={path}: not an .npz archive (numpy.savez(path, x=..., y=...)"
+                           " writes one)")
     try:
         with np.load(path, allow_pickle=False) as f:
-            x, y = f["x"], f["y"]
-    except KeyError as exc:
-        raise DatasetError(f"dataset=npz path={path}: missing array {exc}; expected 'x' uint8 "
-                           "[N,H,W,C] and 'y' int labels") from None
+            arrays = {k: f[k] for k in ("x", "y", "class_names") if k in f.files}
     except (OSError, ValueError) as exc:
         raise DatasetError(f"dataset=npz path={path}: not a readable .npz file ({exc})") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DatasetError(f"dataset=npz path={path}: no array {' or '.join(map(repr, missing))};"
+                           " expected 'x' uint8 [N,H,W,C] and 'y' int labels")
+    x, y, names = arrays["x"], arrays["y"], arrays.get("class_names")
     _check_arrays(path, x, y)
-    num_classes = int(y.max()) + 1
+    # class_names fixes the label space: a subset need not contain the highest class.
+    num_classes = len(names) if names is not None else int(y.max()) + 1
+    if y.min() < 0 or y.max() >= num_classes:
+        space = f"{num_classes} class_names" if names is not None else "no class_names"
+        raise DatasetError(f"dataset=npz path={path}: labels must lie in [0, {num_classes})"
+                           f" ({space}), got min {y.min()} max {y.max()}")
     keep = _held_out(len(y), cfg, split)
-    return x[keep], y[keep].astype(np.int64), num_classes
+    return x[keep].transpose(0, 3, 1, 2), y[keep].astype(np.int64), num_classes
 
 
 def _check_arrays(path, x, y) -> None:
@@ -167,32 +183,45 @@ def _check_arrays(path, x, y) -> None:
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise DatasetError(f"dataset=npz path={path}: 'y' must be {len(x)} integer labels,"
                            f" got {y.dtype} {list(y.shape)}")
-    if len(y) == 0 or y.min() < 0:
-        raise DatasetError(f"dataset=npz path={path}: labels must be >= 0 and at least one image,"
-                           f" got min {y.min() if len(y) else 'none'}")
+    if len(y) == 0:
+        raise DatasetError(f"dataset=npz path={path}: no images")
 
 
 def _imagefolder(cfg, split: str):
-    path = _existing_path(cfg)
+    path = _existing_path(cfg, want_folder=True)
+    if cfg.channels not in (1, 3):
+        raise DatasetError(f"dataset=imagefolder channels={cfg.channels}: allowed: 1, 3")
     try:
         ds = tvd.ImageFolder(str(path))
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise DatasetError(f"dataset=imagefolder path={path}: {exc}".splitlines()[0]) from None
+    except FileNotFoundError as exc:  # no class folders, or no image files in them
+        raise DatasetError(f"dataset=imagefolder path={path}: no images in <class>/<image> layout"
+                           f" ({exc})") from None
     keep = _held_out(len(ds), cfg, split)
-    size = cfg.size
-    mode = "L" if cfg.channels == 1 else "RGB"
-    images = [np.asarray(ds.loader(ds.samples[i][0]).convert(mode).resize((size, size)))
-              for i in keep]
-    x = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
+    x = np.stack([_read_image(path, ds.samples[i][0], cfg) for i in keep])
     return x, np.asarray([ds.targets[i] for i in keep], dtype=np.int64), len(ds.classes)
 
 
-def _existing_path(cfg) -> Path:
+def _read_image(root: Path, file: str, cfg) -> np.ndarray:
+    """One image as uint8 [C, size, size]."""
+    try:
+        with Image.open(file) as img:
+            img = img.convert("L" if cfg.channels == 1 else "RGB").resize((cfg.size, cfg.size))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"dataset=imagefolder path={root}: cannot read image {file}"
+                           f" ({type(exc).__name__})") from None
+    pixels = np.asarray(img)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def _existing_path(cfg, want_folder: bool) -> Path:
     if not cfg.path:
         raise DatasetError(f"dataset={cfg.name}: path is required (dataset={cfg.name} path=...)")
     path = Path(cfg.path).expanduser()
     if not path.exists():
         raise DatasetError(f"dataset={cfg.name} path={path}: no such file or folder")
+    if path.is_dir() != want_folder:
+        kind = "a folder of class folders" if want_folder else "an .npz file"
+        raise DatasetError(f"dataset={cfg.name} path={path}: expected {kind}")
     return path
 
 

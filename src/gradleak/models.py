@@ -1,5 +1,6 @@
 """Victim models. The DLG LeNet follows the paper's reference code exactly."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,6 +37,54 @@ def _conv_out(size: int, stride: int, kernel: int = 5, padding: int = 2) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a shortcut; "option A" shortcut (subsample + zero-pad
+    channels) as in He et al.'s CIFAR ResNets, so the shortcut adds no parameters."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.stride, self.extra = stride, planes - in_planes
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1 and self.extra == 0:
+            return x
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """ResNet-20 for CIFAR (He et al., 2016): 3 stages of 3 basic blocks, 16/32/64 channels,
+    global average pooling, so any input size works (0.27M parameters for 10 classes)."""
+
+    def __init__(self, in_channels: int, image_size: int, num_classes: int, blocks: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        stages, planes = [], 16
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(blocks):
+                stages.append(BasicBlock(planes, width, stride if i == 0 else 1))
+                planes = width
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.stages(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(out.mean(dim=(2, 3)))
+
+
 def build_model(name: str, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
     try:
         factory = MODELS[name]
@@ -44,4 +93,4 @@ def build_model(name: str, in_channels: int, image_size: int, num_classes: int) 
     return factory(in_channels=in_channels, image_size=image_size, num_classes=num_classes)
 
 
-MODELS = {"lenet": LeNet}
+MODELS = {"lenet": LeNet, "resnet20": ResNet20}

@@ -1,0 +1,60 @@
+"""Per-worker gradients: one vectorized torch.func pass vs a Python loop over workers.
+
+Both run in this process on the same model and batch, next to ordinary single-batch
+training (the cost floor). Prints milliseconds per step and the loop/vmap ratio (> 1 means
+vmap is faster). Usage: python scripts/bench_training.py [--device cuda] [--threads 1]
+"""
+import argparse
+import time
+
+import torch
+
+from gradleak.models import build_model
+from gradleak.workers import worker_gradients
+
+CASES = [  # model, channels, image side, global batch
+    ("lenet", 1, 28, 64), ("lenet", 1, 28, 256), ("lenet", 3, 32, 128),
+    ("resnet20", 3, 32, 64), ("resnet20", 3, 32, 128),
+]
+
+
+def per_step(fn, device, repeats: int) -> float:
+    fn()  # warm-up
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / repeats
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"device {device}, {args.threads} thread(s), {args.workers} workers")
+    for name, channels, side, batch in CASES:
+        torch.manual_seed(0)
+        model = build_model(name, channels, side, 10).to(device).train()
+        images = torch.rand(args.workers, batch // args.workers, channels, side, side, device=device)
+        labels = torch.randint(0, 10, (args.workers, batch // args.workers), device=device)
+
+        def single():
+            loss = torch.nn.functional.cross_entropy(model(images.flatten(0, 1)), labels.flatten())
+            torch.autograd.grad(loss, list(model.parameters()))
+
+        t_vmap = per_step(lambda: worker_gradients(model, images, labels, True), device, args.repeats)
+        t_loop = per_step(lambda: worker_gradients(model, images, labels, False), device, args.repeats)
+        t_single = per_step(single, device, args.repeats)
+        print(f"{name:9s} batch {batch:4d}: vmap {1e3 * t_vmap:7.1f} ms  loop {1e3 * t_loop:7.1f} ms  "
+              f"single batch {1e3 * t_single:7.1f} ms  loop/vmap {t_loop / t_vmap:.2f}")
+
+
+if __name__ == "__main__":
+    main()

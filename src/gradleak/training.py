@@ -1,0 +1,214 @@
+"""Defended training: what a defense costs in accuracy.
+
+`run_training(cfg, logger)` trains the victim architecture on the dataset's train split
+with simulated data-parallel workers whose gradients go through the job's defense
+(workers.py), and reports test accuracy next to the undefended baseline of the same
+dataset/model/train profile/seed. The baseline is trained once and cached (cache.py).
+"""
+import time
+import warnings
+from functools import cache
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+
+from .cache import cached_json, content_hash
+from .data import Split, load_split
+from .defenses import defense_from_config
+from .models import build_model
+from .workers import server_gradient, split_among_workers
+
+CACHE_VERSION = 1  # bump when a change to training changes its results
+EVAL_BATCH = 1000
+CURVE_KEYS = ("test_acc", "test_loss", "train_loss")
+METRIC_NAMES = {"test_acc": "train/test_acc", "test_loss": "train/test_loss", "train_loss": "train/loss"}
+
+
+class TrainingConfigError(ValueError):
+    """A train profile that cannot run; the message is one line meant for the user."""
+
+
+OPTIMIZERS = {
+    "sgd": lambda params, t: torch.optim.SGD(params, lr=t.lr, momentum=t.momentum,
+                                             weight_decay=t.weight_decay),
+    "adam": lambda params, t: torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay),
+}
+
+
+class DefendedTraining(pl.LightningModule):
+    """Manual optimization: the server's averaged defended gradient is what the optimizer applies."""
+
+    def __init__(self, model, defense, train_cfg, seed: int, metrics_logger=None):
+        super().__init__()
+        self.model, self.defense, self.tcfg, self.seed = model, defense, train_cfg, seed
+        self.metrics_logger = metrics_logger  # not Lightning's: curves use epochs as steps
+        self.automatic_optimization = False
+        self.curve = {"epoch": [], **{k: [] for k in CURVE_KEYS}}
+        self.vectorize = True
+
+    def configure_optimizers(self):
+        opt = OPTIMIZERS[self.tcfg.optimizer](self.model.parameters(), self.tcfg)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=self.tcfg.epochs)}
+
+    def on_fit_start(self):
+        choice = self.tcfg.vectorize
+        # auto: vmap on accelerators; on CPUs the per-worker loop was measured faster.
+        self.vectorize = self.device.type != "cpu" if choice == "auto" else bool(choice)
+
+    def on_train_epoch_start(self):
+        self._train_loss, self._train_batches = torch.zeros((), device=self.device), 0
+
+    def training_step(self, batch, batch_idx):
+        images, labels = split_among_workers(*batch, self.tcfg.workers)
+        grads, loss = server_gradient(self.model, images, labels, self.defense, step=self.global_step,
+                                      seed=self.seed, vectorize=self.vectorize)
+        opt = self.optimizers()
+        opt.zero_grad()
+        for p, g in zip(self.model.parameters(), grads):
+            p.grad = g
+        opt.step()
+        self._train_loss += loss
+        self._train_batches += 1
+
+    def on_train_epoch_end(self):
+        self.lr_schedulers().step()
+
+    def on_validation_epoch_start(self):
+        self._test = torch.zeros(3, device=self.device)  # loss sum, correct, count
+
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self.model(images)
+        self._test += torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
+                                   (logits.argmax(1) == labels).sum().float(),
+                                   torch.tensor(float(len(labels)), device=self.device)])
+
+    def on_validation_epoch_end(self):
+        # Validation runs after the epoch's last training step, so the epoch is complete.
+        loss_sum, correct, count = self._test.tolist()
+        values = {"test_acc": correct / count, "test_loss": loss_sum / count,
+                  "train_loss": (self._train_loss / max(self._train_batches, 1)).item()}
+        epoch = self.current_epoch + 1
+        self.curve["epoch"].append(epoch)
+        for k, v in values.items():
+            self.curve[k].append(v)
+        log_epoch(self.metrics_logger, epoch, values)
+
+
+def log_epoch(logger, epoch: int, values: dict) -> None:
+    if logger is not None:
+        logger.log_metrics({METRIC_NAMES[k]: v for k, v in values.items()}, step=epoch)
+
+
+def model_name(cfg) -> str:
+    """The trained architecture: train.model when set, else the attacked victim (cfg.model)."""
+    return cfg.train.get("model") or cfg.model.name
+
+
+def check_train_config(cfg) -> None:
+    """Fail before any work with one line naming the key, the value and what is allowed."""
+    t = cfg.train
+    if t.optimizer not in OPTIMIZERS:
+        raise TrainingConfigError(f"train.optimizer={t.optimizer}: allowed: {', '.join(OPTIMIZERS)}")
+    for key in ("workers", "batch_size", "epochs"):
+        if not isinstance(t[key], int) or t[key] < 1:
+            raise TrainingConfigError(f"train.{key}={t[key]}: must be a positive integer")
+    if t.batch_size % t.workers:
+        raise TrainingConfigError(f"train.batch_size={t.batch_size}: must be a multiple of "
+                                  f"train.workers={t.workers} (each worker gets an equal shard)")
+    if t.vectorize not in ("auto", True, False):
+        raise TrainingConfigError(f"train.vectorize={t.vectorize}: allowed: auto, true, false")
+
+
+def baseline_key(cfg) -> str:
+    """Hash of what determines the undefended result: data, architecture, profile, seed.
+    Where files live (data_dir, cache_dir), the profile's name and how workers are computed
+    (vectorize) change no result, so they are left out."""
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    dataset.pop("data_dir", None)
+    train = OmegaConf.to_container(cfg.train, resolve=True)
+    for key in ("name", "cache_dir", "vectorize"):
+        train.pop(key, None)
+    train["model"] = model_name(cfg)
+    return content_hash({"version": CACHE_VERSION, "dataset": dataset, "train": train, "seed": cfg.seed})
+
+
+def run_training(cfg, logger=None) -> dict:
+    """Train under cfg.defense and compare with the cached undefended baseline.
+
+    Returns {} for train=none. Otherwise test_acc, test_loss, train_loss (last epoch),
+    baseline_test_acc, utility_drop = baseline_test_acc - test_acc, wall_s (training time
+    of the returned result), epochs, curve (per-epoch lists) and cached_baseline. Per-epoch
+    metrics go to `logger` (a Lightning logger) with the epoch as step.
+    """
+    if cfg.train.name == "none":
+        return {}
+    check_train_config(cfg)
+    data = cache(lambda: load_train_test(cfg))  # not loaded when everything is cached
+    undefended = cfg.defense.name == "none"
+    baseline, cached = cached_json(cfg.train.cache_dir, baseline_key(cfg), lambda: fit(
+        cfg, *data(), defense_from_config({"name": "none"}), logger if undefended else None))
+    if undefended:
+        result = baseline
+        if cached:
+            _replay_curve(logger, baseline["curve"])
+    else:
+        result = fit(cfg, *data(), defense_from_config(cfg.defense), logger)
+    return {**result, "baseline_test_acc": baseline["test_acc"],
+            "utility_drop": baseline["test_acc"] - result["test_acc"], "cached_baseline": cached}
+
+
+def _replay_curve(logger, curve: dict) -> None:
+    for i, epoch in enumerate(curve["epoch"]):
+        log_epoch(logger, epoch, {k: curve[k][i] for k in CURVE_KEYS})
+
+
+def load_train_test(cfg) -> tuple[Split, Split]:
+    """The dataset's train and test splits, cut to the profile's sizes by a seeded draw."""
+    t = cfg.train
+    return (_subset(load_split(cfg.dataset, "train"), t.max_train_images, cfg.seed),
+            _subset(load_split(cfg.dataset, "test"), t.max_test_images, cfg.seed))
+
+
+def _subset(split: Split, limit, seed: int) -> Split:
+    if not limit or limit >= len(split):
+        return split
+    keep = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:limit]
+    return Split(split.images[keep], split.labels[keep], split.num_classes)
+
+
+def fit(cfg, train: Split, test: Split, defense, logger=None) -> dict:
+    """One seeded training run under `defense`; the result dict without the baseline keys."""
+    t = cfg.train
+    if len(train) < t.batch_size:
+        raise TrainingConfigError(f"train.batch_size={t.batch_size}: the train split has only "
+                                  f"{len(train)} images")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    channels, size, _ = train.shape
+    model = build_model(model_name(cfg), in_channels=channels, image_size=size,
+                        num_classes=train.num_classes)
+    module = DefendedTraining(model, defense, t, cfg.seed, logger)
+    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_epochs=t.epochs,
+                         logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=True, num_sanity_val_steps=0)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")  # in-memory tensors
+        trainer.fit(module, *_loaders(train, test, t.batch_size, cfg.seed))
+    wall = time.perf_counter() - start
+    curve = module.curve
+    return {"test_acc": curve["test_acc"][-1], "test_loss": curve["test_loss"][-1],
+            "train_loss": curve["train_loss"][-1], "wall_s": wall, "epochs": t.epochs, "curve": curve}
+
+
+def _loaders(train: Split, test: Split, batch_size: int, seed: int):
+    # Whole batches are indexed at once: per-image indexing and collation cost more than a step.
+    order = RandomSampler(range(len(train)), generator=torch.Generator().manual_seed(seed))
+    batches = BatchSampler(order, batch_size, drop_last=True)
+    train_loader = DataLoader(TensorDataset(train.images, train.labels), sampler=batches, batch_size=None)
+    test_loader = DataLoader(TensorDataset(test.images, test.labels), batch_size=EVAL_BATCH)
+    return train_loader, test_loader
