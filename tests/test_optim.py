@@ -6,8 +6,8 @@ from omegaconf import OmegaConf
 from gradleak.attack import DummyLayout, ProblemObjective, shared_gradients
 from gradleak.data import load_split
 from gradleak.models import LeNet
-from gradleak.objective import reference_match
 from gradleak.optim import DIVERGED, BatchedLBFGS
+from gradleak.reference import reference_dlg
 
 K, STEPS, TOL = 8, 20, 1e-4
 # Below this loss the objective (a sum of ~8,000 squared gradient differences) is at float64
@@ -46,22 +46,8 @@ def batched_trajectory(model, layout, targets, x0, rows, **opts):
 
 def torch_trajectory(model, layout, targets, x0, k):
     """The original DLG loop: torch.optim.LBFGS(lr=1, history 100, max_iter 20)."""
-    for p in model.parameters():
-        p.requires_grad_(True)
-    images = layout.images(x0[k:k + 1])[0].clone().requires_grad_(True)
-    logits = layout.labels(x0[k:k + 1])[0].clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([images, logits], lr=1, history_size=100, max_iter=20)
-
-    def closure():
-        opt.zero_grad()
-        loss = reference_match(model, images, logits, [t[k] for t in targets])
-        loss.backward(inputs=[images, logits])
-        return loss
-
-    out = torch.tensor([float(opt.step(closure)) for _ in range(STEPS)], dtype=torch.float64)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return out
+    images, logits = layout.images(x0[k:k + 1])[0], layout.labels(x0[k:k + 1])[0]
+    return reference_dlg(model, [t[k] for t in targets], images, logits, STEPS)[2]
 
 
 def rel_diff(a, b):

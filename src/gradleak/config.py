@@ -139,6 +139,10 @@ def validate(cfg: DictConfig) -> None:
     _check(DEFENSE_SCHEMAS[cfg.defense.name], cfg.defense, "defense.")
     _check(AttackSchema, cfg.attack, "attack.")
     _check(DatasetSchema, cfg.dataset, "dataset.")
+    if cfg.train.name != "none":
+        from gradleak.training import check_train_config  # the train profile's own rules
+
+        check_train_config(cfg)
 
 
 def _check(schema, node, prefix: str) -> None:

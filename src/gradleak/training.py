@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from .cache import cached_json, content_hash
+from .config import ConfigError
 from .data import Split, load_split
 from .defenses import defense_from_config
 from .models import build_model
@@ -27,7 +28,7 @@ CURVE_KEYS = ("test_acc", "test_loss", "train_loss")
 METRIC_NAMES = {"test_acc": "train/test_acc", "test_loss": "train/test_loss", "train_loss": "train/loss"}
 
 
-class TrainingConfigError(ValueError):
+class TrainingConfigError(ConfigError):
     """A train profile that cannot run; the message is one line meant for the user."""
 
 

@@ -1,0 +1,139 @@
+"""Attack throughput: the original one-image-at-a-time DLG loop vs our batched engine.
+
+Both run in this process, on the same real images, victim weights, dummy initialization
+and step budget (L-BFGS lr 1, history 100, max_iter 20, no line search). Prints one
+`name: value` line per figure; the last line is `speedup: <ours / reference evals per s>`.
+
+    python scripts/bench.py --quick                 # 2 CPU cores, under 5 minutes
+    python scripts/bench.py --device cuda -k 4096   # a GPU
+"""
+import argparse
+import os
+import resource
+import sys
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from gradleak.attack import DummyLayout, ProblemObjective, shared_gradients
+from gradleak.data import DatasetError, load_split
+from gradleak.models import LeNet
+from gradleak.optim import BatchedLBFGS
+from gradleak.reference import reference_dlg
+
+SUCCESS_MSE = 1e-3
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small step budget (2 CPU cores, < 5 min)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("-k", "--problems", type=int, default=None, help="our batch of attacks (default 64 cpu, 4096 cuda)")
+    p.add_argument("--reference-images", type=int, default=4, help="images the reference loop attacks")
+    p.add_argument("--steps", type=int, default=None, help="L-BFGS steps (default 300, --quick 40)")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data-dir", default=os.environ.get("GRADLEAK_DATA_DIR", "data"))
+    p.add_argument("--threads", type=int, default=int(os.environ.get("GRADLEAK_THREADS", 1)))
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args()
+
+
+def load_images(args, n: int):
+    try:
+        test = load_split(OmegaConf.create({"name": args.dataset, "data_dir": args.data_dir}), "test")
+    except DatasetError as exc:
+        sys.exit(f"error: {exc}")
+    reps = -(-n // len(test))  # K may exceed the test split: reuse images, new inits
+    images = test.images.repeat(reps, 1, 1, 1)[:n]
+    labels = test.labels.repeat(reps)[:n]
+    return images[:, None], labels[:, None], test
+
+
+def setup(args, k: int, device):
+    torch.manual_seed(args.seed)
+    images, labels, test = load_images(args, k)
+    c, s = test.shape[0], test.shape[1]
+    model = LeNet(c, s, test.num_classes).to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    images, labels = images.to(device), labels.to(device)
+    targets = shared_gradients(model, images, labels)
+    layout = DummyLayout(1, test.shape, test.num_classes, with_labels=True)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    x0 = torch.cat([torch.randn(k, layout.image_numel, generator=gen),
+                    torch.randn(k, test.num_classes, generator=gen)], dim=1).to(device)
+    return model, images, targets, layout, x0
+
+
+def success(recon, truth) -> torch.Tensor:
+    return ((recon.clamp(0, 1) - truth) ** 2).flatten(1).mean(1) < SUCCESS_MSE
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_reference(model, images, targets, layout, x0, n, steps, device):
+    evals, ok = 0, []
+    sync(device)
+    start = time.perf_counter()
+    for k in range(n):
+        recon, _, _, e = reference_dlg(model, [t[k] for t in targets], layout.images(x0[k:k + 1])[0],
+                                       layout.labels(x0[k:k + 1])[0], steps)
+        evals += e
+        ok.append(bool(success(recon, images[k])[0]))
+    sync(device)
+    return evals, time.perf_counter() - start, sum(ok) / n
+
+
+def run_ours(model, images, targets, layout, x0, steps, device):
+    opt = BatchedLBFGS(ProblemObjective(model, layout, targets, None), x0)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.step()
+        if not opt.state.running.any():
+            break
+    sync(device)
+    elapsed = time.perf_counter() - start
+    recon = layout.images(opt.state.x).flatten(0, 1)
+    return int(opt.state.evals.sum()), elapsed, float(success(recon, images.flatten(0, 1)).float().mean())
+
+
+def peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def main():
+    args = parse_args()
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    k = args.problems or (4096 if device.type == "cuda" else 64)
+    steps = args.steps or (40 if args.quick else 300)
+    n_ref = min(args.reference_images, k)
+    model, images, targets, layout, x0 = setup(args, k, device)
+    ref_evals, ref_s, ref_ok = run_reference(model, images, targets, layout, x0, n_ref, steps, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    our_evals, our_s, our_ok = run_ours(model, images, targets, layout, x0, steps, device)
+    ref_rate, our_rate = ref_evals / ref_s, our_evals / our_s
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    for key, value in [
+        ("device", name), ("dataset", f"{args.dataset} {tuple(images.shape[2:])}"), ("steps", steps),
+        ("reference_images", n_ref), ("reference_evals", ref_evals), ("reference_seconds", f"{ref_s:.2f}"),
+        ("reference_evals_per_s", f"{ref_rate:.1f}"), ("reference_success_rate", f"{ref_ok:.3f}"),
+        ("ours_problems", k), ("ours_evals", our_evals), ("ours_seconds", f"{our_s:.2f}"),
+        ("ours_evals_per_s", f"{our_rate:.1f}"), ("ours_success_rate", f"{our_ok:.3f}"),
+        ("peak_memory_mb", f"{peak_memory_mb(device):.0f}"),
+        ("one_time_cost_s", "0 (no compilation)"),
+        ("speedup", f"{our_rate / ref_rate:.2f}"),
+    ]:
+        print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()
