@@ -133,9 +133,11 @@ class AttackModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         self.attack.optimizer.step()
-        loss, mse = self._record(batch_idx + 1)
-        self.log_dict({"loss": loss, "mse": mse,
-                       "running": float(self.attack.optimizer.state.running.sum())},
+        loss, _ = self._record(batch_idx + 1)
+        st = self.attack.optimizer.state
+        self.log_dict({"log10_loss": float(np.log10(max(loss, 1e-30))),
+                       "leaked": self.progress.success_rate[-1] * len(self.attack.truth),
+                       "running": float(st.running.sum())},
                       prog_bar=True, on_step=True, logger=False, batch_size=1)
 
     def snapshot_final(self):

@@ -114,14 +114,18 @@ def mse_per_dataset(summary, targets, stage="datasets"):
     return fig
 
 
-def _defense_stage(summary: pd.DataFrame) -> str | None:
-    counts = summary.loc[summary["family"] != "none", "stage"].value_counts()
-    return counts.index[0] if len(counts) else None
+NON_DEFENSE_STAGES = ("datasets", "batch")
 
 
-def _defense_curves(summary, curves, stage):
-    """Jobs of the defense stage on its most common dataset, joined with their curves."""
-    jobs = summary[summary["stage"] == stage]
+def _defense_stages(summary: pd.DataFrame) -> list[str]:
+    """The defense study: every stage but the datasets and batch sweeps (dvc.yaml runs one
+    stage per family, and the undefended reference in a stage of its own)."""
+    return sorted(set(summary["stage"]) - set(NON_DEFENSE_STAGES))
+
+
+def _defense_curves(summary, curves, stages):
+    """Jobs of the defense stages on their most common dataset, joined with their curves."""
+    jobs = summary[summary["stage"].isin(stages)]
     defended = jobs[jobs["family"] != "none"]
     dataset = defended["dataset.name"].mode().iloc[0] if "dataset.name" in jobs else None
     if dataset is not None:
@@ -134,12 +138,12 @@ def defense_curves(summary, curves, stage=None):
     """Paper's defense figure: gradient-match loss (top) and MSE (bottom) against
     iterations, one panel per defense family, one line per strength, undefended dashed.
     Lines are geometric means over seeds, bands their 95% t-intervals."""
-    stage = stage or _defense_stage(summary)
-    if stage is None or curves.empty:
+    stages = [stage] if stage else _defense_stages(summary)
+    if not stages or curves.empty:
         return note("no defended jobs with curves; skipping the defense figure")
-    if not (summary.loc[summary["stage"] == stage, "family"] != "none").any():
-        return note(f"stage '{stage}' has no defended jobs; skipping the defense figure")
-    data, dataset = _defense_curves(summary, curves, stage)
+    if not (summary.loc[summary["stage"].isin(stages), "family"] != "none").any():
+        return note(f"stage '{', '.join(stages)}' has no defended jobs; skipping the defense figure")
+    data, dataset = _defense_curves(summary, curves, stages)
     families = [f for f in DEFENDED if f in set(data["family"])]
     if not families:
         return note(f"stage '{stage}' has no defended curves; skipping the defense figure")
@@ -155,7 +159,7 @@ def defense_curves(summary, curves, stage=None):
     for row, label in enumerate(metrics.values()):
         axes[row, 0].set_ylabel(label)
     fig.supxlabel(ITERATIONS)
-    fig.suptitle(f"DLG against defended gradients ({dataset}, stage '{stage}'; "
+    fig.suptitle(f"DLG against defended gradients ({dataset}, stages {', '.join(stages)}; "
                  "geometric mean over seeds, 95% CI band)", fontsize=11)
     fig.tight_layout()
     return fig

@@ -1,4 +1,6 @@
 """One job: data -> victim -> defended gradient -> attack -> metrics -> (training) -> tracking."""
+import logging
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -20,6 +22,7 @@ from gradleak.summary import format_summary
 def run(cfg: DictConfig) -> float:
     """Run one job; returns the median reconstruction MSE (what a Hydra sweeper optimizes)."""
     validate(cfg)
+    quiet_libraries()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, verbose=False)
@@ -38,6 +41,14 @@ def run(cfg: DictConfig) -> float:
         mlrun.log_artifact(out_dir / "metrics.json")
     print(format_summary(report, out_dir, grid))
     return report["attack"]["mse_median"]
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our progress bars and summary: Lightning's start-up banners
+    (accelerator lines, cloud-logging tips) and a torch deprecation it triggers say nothing
+    a gradleak user can act on."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
 
 
 def job_overrides() -> list[str]:

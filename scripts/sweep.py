@@ -1,0 +1,69 @@
+"""Run one stage of the defense study (dvc.yaml) as a Hydra multirun of run.py.
+
+    python scripts/sweep.py noise        # -> results/sweeps/noise/<n>_<overrides>/metrics.json
+
+The grid comes from params.yaml (`grids`, `datasets`), the profile's targets, steps,
+seeds and training size from `profiles.<profile>`.
+"""
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "results" / "sweeps"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    args = parser.parse_args()
+    params = yaml.safe_load(args.params.read_text())
+    profile = params["profiles"][params["profile"]]
+    data_dir = os.environ.get("GRADLEAK_DATA_DIR", params["data_dir"])
+    out = SWEEPS / args.stage
+    seeds = "seed=" + ",".join(map(str, profile["seeds"]))
+    if args.stage == "datasets":
+        return run_datasets(params, profile, data_dir, seeds, out)
+    grid = params["grids"][args.stage]
+    train = [] if args.stage == "batch" else profile["train"]
+    return multirun([*grid, f"dataset={profile['dataset']}", *profile["attack"], *train, seeds],
+                    data_dir, out)
+
+
+def run_datasets(params, profile, data_dir, seeds, out: Path) -> int:
+    """Undefended attack on every dataset that loads here; one sub-sweep per dataset."""
+    jobs = {name: [f"dataset={name}"] for name in params["datasets"]}
+    jobs.update({name: overrides for name, overrides in params["extra_datasets"].items()
+                 if _path_exists(overrides)})
+    failures = 0
+    for name, overrides in jobs.items():
+        rc = multirun([*overrides, "defense=none", *profile["attack"], seeds], data_dir, out / name,
+                      skip_missing=True)
+        failures += rc not in (0, 2)
+    return int(failures > 0)
+
+
+def _path_exists(overrides: list[str]) -> bool:
+    paths = [o.split("=", 1)[1] for o in overrides if o.startswith("path=")]
+    return all((ROOT / p).exists() for p in paths)
+
+
+def multirun(overrides: list[str], data_dir: str, out: Path, skip_missing=False) -> int:
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", *overrides, f"data_dir={data_dir}",
+           f"hydra.sweep.dir={out}"]
+    print("+", " ".join(cmd[1:]), flush=True)
+    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    if rc == 2 and skip_missing:
+        print(f"sweep: skipped {out.name} (not available here; see the error above)", flush=True)
+    elif rc:
+        print(f"sweep: {out.name} failed with exit code {rc}", file=sys.stderr)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
