@@ -96,6 +96,7 @@ class BatchedLBFGS(_Batched):
         self.prev_g = torch.zeros(k, n, **opts)
         self.prev_loss = torch.zeros(k, **opts)
         self.n_iter = torch.zeros(k, dtype=torch.long, device=x0.device)
+        self._all = torch.arange(history_size, device=x0.device)[None, :]
 
     # -- one LBFGS.step() per running problem ------------------------------------------------
     @torch.no_grad()
@@ -192,7 +193,7 @@ class BatchedLBFGS(_Batched):
         if (~first).any():
             self._update_history(rows[~first], g[~first])
         count, gamma = self.count[rows], self.H_diag[rows]
-        S, Y = self.S[rows], self.Y[rows]
+        S, Y = self._take(self.S, rows), self._take(self.Y, rows)
         perm = (self.start[rows, None] + torch.arange(self.m, device=g.device)) % self.m  # chrono -> slot
         valid = torch.arange(self.m, device=g.device) < count[:, None]
         SY, YY = _chrono(self.SY[rows], perm), _chrono(self.YY[rows], perm)
@@ -210,6 +211,10 @@ class BatchedLBFGS(_Batched):
             - gamma[:, None] * (Y.transpose(1, 2) @ v_slot[:, :, None]).squeeze(2)
         return torch.where(first[:, None], -g, -Hg)
 
+    def _take(self, buffer: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """buffer[rows] without copying the history when every problem is in `rows`."""
+        return buffer if len(rows) == len(buffer) else buffer[rows]
+
     def _update_history(self, rows, g):
         y = g - self.prev_g[rows]
         s = self.d[rows] * self.t[rows][:, None]
@@ -221,15 +226,15 @@ class BatchedLBFGS(_Batched):
         full = self.count[rows] == self.m
         slot = (self.start[rows] + self.count[rows]) % self.m  # == start when full: drop oldest
         self.S[rows, slot], self.Y[rows, slot] = s, y
-        S, Y = self.S[rows], self.Y[rows]
+        S, Y = self._take(self.S, rows), self._take(self.Y, rows)
         sy_row = (Y @ s[:, :, None]).squeeze(2)   # s_new . y_j for every slot j
         sy_col = (S @ y[:, :, None]).squeeze(2)   # s_i . y_new for every slot i
         yy = (Y @ y[:, :, None]).squeeze(2)
-        k = torch.arange(len(rows), device=y.device)
-        SY, YY = self.SY[rows], self.YY[rows]
-        SY[k, slot, :], SY[k, :, slot] = sy_row, sy_col
-        YY[k, slot, :], YY[k, :, slot] = yy, yy
-        self.SY[rows], self.YY[rows] = SY, YY
+        full_rows = rows[:, None]
+        self.SY[full_rows, slot[:, None], self._all] = sy_row
+        self.SY[full_rows, self._all, slot[:, None]] = sy_col
+        self.YY[full_rows, slot[:, None], self._all] = yy
+        self.YY[full_rows, self._all, slot[:, None]] = yy
         self.start[rows] = torch.where(full, (self.start[rows] + 1) % self.m, self.start[rows])
         self.count[rows] = torch.clamp(self.count[rows] + 1, max=self.m)
         self.H_diag[rows] = ys / (y * y).sum(dim=1)
