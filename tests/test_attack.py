@@ -1,4 +1,6 @@
 """The attack as users run it: targets, restarts, labels, batches, divergence (real digits)."""
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -8,7 +10,7 @@ from gradleak.data import load_split
 from gradleak.defenses import defense_from_config
 from gradleak.models import LeNet
 
-ATTACK = OmegaConf.load("conf/attack/dlg.yaml")
+ATTACK = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "attack" / "dlg.yaml")
 NO_DEFENSE = defense_from_config({"name": "none"})
 
 
@@ -18,8 +20,8 @@ def digits():
 
 
 def attack_cfg(**overrides):
-    cfg = OmegaConf.merge(ATTACK, overrides)
-    return cfg
+    """The default attack; one start per target unless a test is about restarts (speed)."""
+    return OmegaConf.merge(ATTACK, {"restarts": 1, **overrides})
 
 
 def victim(seed=0):
