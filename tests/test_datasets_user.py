@@ -179,9 +179,18 @@ def test_folder_given_for_npz_and_file_for_imagefolder(tmp_path):
 
 def test_too_few_images_to_split(tmp_path):
     path = save_npz(tmp_path / "two.npz", x=images(2), y=np.array([0, 1]))
-    assert error_of(npz_cfg(path)) == (
-        f"dataset=npz path={path}: test_fraction=0.2 of 2 images leaves 0 test and 2 train images;"
-        " both splits need at least one")
+    assert error_of(npz_cfg(path), split="test") == (
+        f"dataset=npz path={path}: test_fraction=0.2 of 2 images leaves no test images;"
+        " allowed 0 < test_fraction <= 1")
+
+
+def test_every_image_a_target_leaves_nothing_to_train(tmp_path):
+    path = save_npz(tmp_path / "two.npz", x=images(2), y=np.array([0, 1]))
+    cfg = npz_cfg(path, test_fraction=1.0)
+    assert len(load_split(cfg, "test")) == 2
+    assert error_of(cfg, split="train") == (
+        f"dataset=npz path={path}: test_fraction=1.0 of 2 images leaves no train images;"
+        " allowed 0 < test_fraction < 1 to train")
 
 
 def test_channels_must_be_one_or_three(tmp_path, shared_data):

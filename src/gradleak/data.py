@@ -140,14 +140,16 @@ _TV = {
 # --- the user's own images -------------------------------------------------------------------
 
 def _held_out(n: int, cfg, split: str) -> np.ndarray:
-    """Deterministic split of a user dataset: the last `test_fraction` of a seeded shuffle."""
+    """Deterministic split of a user dataset: the last `test_fraction` of a seeded shuffle.
+    test_fraction=1.0 makes every image a target (attack only: nothing left to train on)."""
     n_test = int(round(cfg.test_fraction * n))
-    if not 0 < n_test < n:
-        raise DatasetError(f"dataset={cfg.name} path={cfg.path}: test_fraction={cfg.test_fraction} of"
-                           f" {n} images leaves {n_test} test and {n - n_test} train images; both"
-                           " splits need at least one")
     order = np.random.default_rng(0).permutation(n)
-    return order[n - n_test:] if split == "test" else order[: n - n_test]
+    keep = order[n - n_test:] if split == "test" else order[: n - n_test]
+    if len(keep) == 0:
+        raise DatasetError(f"dataset={cfg.name} path={cfg.path}: test_fraction={cfg.test_fraction} of"
+                           f" {n} images leaves no {split} images; allowed 0 < test_fraction"
+                           f"{' < 1 to train' if split == 'train' else ' <= 1'}")
+    return keep
 
 
 def _npz(cfg, split: str):
