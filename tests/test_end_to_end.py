@@ -67,10 +67,12 @@ def test_noise_sweep_one_parent_three_children(run_py):
 @pytest.mark.parametrize("args,message", [
     (["defense=none", "scale=1e-3"], "error: scale=1e-3: 'scale' exists only with defense=noise"),
     (["defense=prune", "ratio=1.5"], "error: ratio=1.5: allowed range is 0 <= ratio < 1"),
-    (["dataset=svhn", "data_dir=/nonexistent/folder"], "error: dataset=svhn: files not found in /nonexistent/folder"),
+    (["dataset=svhn", "data_dir={tmp}/no_data"], "error: dataset=svhn: files not found in {tmp}/no_data"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_run(run_py, args, message):
-    res = run_py(*args)
+    tmp = run_py.dir
+    res = run_py(*[a.format(tmp=tmp) for a in args])
+    message = message.format(tmp=tmp)
     assert res.returncode == 2
     assert res.stderr.strip().startswith(message) and len(res.stderr.strip().splitlines()) == 1
     assert "Traceback" not in res.stderr + res.stdout
