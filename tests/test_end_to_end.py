@@ -77,3 +77,4 @@ def test_bad_input_exits_2_with_one_line_and_no_run(run_py, args, message):
     assert res.stderr.strip().startswith(message) and len(res.stderr.strip().splitlines()) == 1
     assert "Traceback" not in res.stderr + res.stdout
     assert not (run_py.dir / "mlflow.db").exists()
+    assert not (tmp / "no_data").exists()  # a failed download leaves no empty folders behind

@@ -92,15 +92,28 @@ class TorchvisionSource:
     def _download(self, root: Path, split: str, name: str):
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(20)  # offline machines must fail fast, not hang
+        folders_before = _folders(root)
         try:
             return self.factory(root, split, download=True)
         except Exception as exc:  # noqa: BLE001 - any download failure means "not available"
+            _remove_new_empty_folders(root, folders_before)
             raise DatasetError(
                 f"dataset={name}: files not found in {root} (expected {self.expected.format(root=root)})"
                 f" and download failed ({type(exc).__name__}); set data_dir=... to a folder that"
                 f" has them, or use dataset=digits (bundled, no network)") from None
         finally:
             socket.setdefaulttimeout(previous)
+
+
+def _folders(root: Path) -> set[Path]:
+    return {root, *(p for p in root.rglob("*") if p.is_dir())} if root.exists() else set()
+
+
+def _remove_new_empty_folders(root: Path, before: set[Path]) -> None:
+    """A failed download leaves the folders torchvision made for it; take the empty ones back."""
+    for folder in sorted(_folders(root) - before, key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _svhn(root, split, download):
