@@ -193,27 +193,44 @@ class BatchedLBFGS(_Batched):
         if (~first).any():
             self._update_history(rows[~first], g[~first])
         count, gamma = self.count[rows], self.H_diag[rows]
-        S, Y = self._take(self.S, rows), self._take(self.Y, rows)
         perm = (self.start[rows, None] + torch.arange(self.m, device=g.device)) % self.m  # chrono -> slot
         valid = torch.arange(self.m, device=g.device) < count[:, None]
         SY, YY = _chrono(self.SY[rows], perm), _chrono(self.YY[rows], perm)
         both = valid[:, :, None] & valid[:, None, :]
         R = torch.where(both, SY.triu(), 0.0) + torch.diag_embed((~valid).to(g.dtype))
-        p1 = torch.where(valid, (S @ g[:, :, None]).squeeze(2).gather(1, perm), 0.0)
-        p2 = torch.where(valid, gamma[:, None] * (Y @ g[:, :, None]).squeeze(2).gather(1, perm), 0.0)
+        p1 = torch.where(valid, self._dots(self.S, g, rows).gather(1, perm), 0.0)
+        p2 = torch.where(valid, gamma[:, None] * self._dots(self.Y, g, rows).gather(1, perm), 0.0)
         v = torch.linalg.solve_triangular(R, p1[:, :, None], upper=True)
         DYv = torch.where(valid, SY.diagonal(dim1=1, dim2=2), 0.0)[:, :, None] * v \
             + gamma[:, None, None] * torch.where(both, YY, 0.0) @ v
         top = torch.linalg.solve_triangular(R.transpose(1, 2), DYv - p2[:, :, None], upper=False)
         top_slot = torch.zeros_like(p1).scatter(1, perm, top.squeeze(2))
         v_slot = torch.zeros_like(p1).scatter(1, perm, v.squeeze(2))
-        Hg = gamma[:, None] * g + (S.transpose(1, 2) @ top_slot[:, :, None]).squeeze(2) \
-            - gamma[:, None] * (Y.transpose(1, 2) @ v_slot[:, :, None]).squeeze(2)
+        Hg = gamma[:, None] * g + self._combine(self.S, top_slot, rows) \
+            - gamma[:, None] * self._combine(self.Y, v_slot, rows)
         return torch.where(first[:, None], -g, -Hg)
 
-    def _take(self, buffer: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """buffer[rows] without copying the history when every problem is in `rows`."""
-        return buffer if len(rows) == len(buffer) else buffer[rows]
+    # History products for `rows`. A gather copies [k, m, n] of history, which costs more
+    # than multiplying the whole buffer, so zero-padded full products are used unless few
+    # problems take part; vector-times-matrix products (v @ M) are the fast layout for BLAS.
+    def _dots(self, buffer, v, rows):
+        """buffer[rows] . v per history slot: [k, m, n] x [k, n] -> [k, m]."""
+        if 3 * len(rows) < len(buffer):
+            return (v[:, None, :] @ buffer[rows].mT).squeeze(1)
+        return (self._pad(v, rows)[:, None, :] @ buffer.mT).squeeze(1)[rows]
+
+    def _combine(self, buffer, c, rows):
+        """sum_i c_i buffer[rows, i]: [k, m] x [k, m, n] -> [k, n]."""
+        if 3 * len(rows) < len(buffer):
+            return (c[:, None, :] @ buffer[rows]).squeeze(1)
+        return (self._pad(c, rows)[:, None, :] @ buffer).squeeze(1)[rows]
+
+    def _pad(self, v, rows):
+        if len(rows) == self.S.shape[0]:
+            return v
+        full = v.new_zeros((self.S.shape[0], *v.shape[1:]))
+        full[rows] = v
+        return full
 
     def _update_history(self, rows, g):
         y = g - self.prev_g[rows]
@@ -226,10 +243,9 @@ class BatchedLBFGS(_Batched):
         full = self.count[rows] == self.m
         slot = (self.start[rows] + self.count[rows]) % self.m  # == start when full: drop oldest
         self.S[rows, slot], self.Y[rows, slot] = s, y
-        S, Y = self._take(self.S, rows), self._take(self.Y, rows)
-        sy_row = (Y @ s[:, :, None]).squeeze(2)   # s_new . y_j for every slot j
-        sy_col = (S @ y[:, :, None]).squeeze(2)   # s_i . y_new for every slot i
-        yy = (Y @ y[:, :, None]).squeeze(2)
+        sy_row = self._dots(self.Y, s, rows)   # s_new . y_j for every slot j
+        sy_col = self._dots(self.S, y, rows)   # s_i . y_new for every slot i
+        yy = self._dots(self.Y, y, rows)
         full_rows = rows[:, None]
         self.SY[full_rows, slot[:, None], self._all] = sy_row
         self.SY[full_rows, self._all, slot[:, None]] = sy_col
