@@ -9,34 +9,41 @@ from torch import nn
 from gradleak.objective import reference_match
 
 
-def reference_dlg(model: nn.Module, target: list[torch.Tensor], images0: torch.Tensor,
-                  logits0: torch.Tensor, steps: int, optimize_labels: bool = True):
-    """Run `steps` LBFGS steps from (images0, logits0); returns (images, logits, losses, evals).
+class ReferenceDLG:
+    """One image's attack; `step()` is one LBFGS.step() (the loss at its start), `evals`
+    counts closure calls, the unit of work of an attack."""
 
-    losses[i] is what LBFGS.step() returned at step i (the loss at the step's start);
-    evals counts closure calls, the unit of work of an attack.
-    """
-    images = images0.clone().requires_grad_(True)
-    logits = logits0.clone().requires_grad_(optimize_labels)
-    variables = [images, logits] if optimize_labels else [images]
-    opt = torch.optim.LBFGS(variables, lr=1, history_size=100, max_iter=20)
-    evals = 0
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(True)  # create_graph needs the weights in the graph
+    def __init__(self, model: nn.Module, target: list[torch.Tensor], images0: torch.Tensor,
+                 logits0: torch.Tensor, optimize_labels: bool = True):
+        self.model, self.target, self.optimize_labels = model, target, optimize_labels
+        self.images = images0.clone().requires_grad_(True)
+        self.logits = logits0.clone().requires_grad_(optimize_labels)
+        self.variables = [self.images, self.logits] if optimize_labels else [self.images]
+        self.opt = torch.optim.LBFGS(self.variables, lr=1, history_size=100, max_iter=20)
+        self.evals = 0
 
-    def closure():
-        nonlocal evals
-        evals += 1
-        opt.zero_grad()
-        loss = reference_match(model, images, logits, target, optimize_labels)
-        loss.backward(inputs=variables)
+    def _closure(self):
+        self.evals += 1
+        self.opt.zero_grad()
+        loss = reference_match(self.model, self.images, self.logits, self.target, self.optimize_labels)
+        loss.backward(inputs=self.variables)
         return loss
 
-    try:
-        losses = [float(opt.step(closure).detach()) for _ in range(steps)]
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-    return images.detach(), logits.detach(), torch.tensor(losses, dtype=images.dtype), evals
+    def step(self) -> float:
+        params = list(self.model.parameters())
+        flags = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(True)  # create_graph needs the weights in the graph
+        try:
+            return float(self.opt.step(self._closure).detach())
+        finally:
+            for p, flag in zip(params, flags):
+                p.requires_grad_(flag)
+
+
+def reference_dlg(model, target, images0, logits0, steps: int, optimize_labels: bool = True):
+    """Run `steps` LBFGS steps; returns (images, logits, losses per step, evals)."""
+    attack = ReferenceDLG(model, target, images0, logits0, optimize_labels)
+    losses = [attack.step() for _ in range(steps)]
+    return (attack.images.detach(), attack.logits.detach(),
+            torch.tensor(losses, dtype=images0.dtype), attack.evals)
