@@ -127,6 +127,7 @@ class DatasetSchema:
 class TopSchema:
     seed: int = 0
     threads: int = 0
+    resume: bool = False
 
     def __post_init__(self):
         _range("seed", self.seed, low=0)
@@ -135,7 +136,7 @@ class TopSchema:
 
 def validate(cfg: DictConfig) -> None:
     """Check the composed config; raises ConfigError (one line) on the first problem."""
-    _check(TopSchema, {"seed": cfg.seed, "threads": cfg.threads}, "")
+    _check(TopSchema, {"seed": cfg.seed, "threads": cfg.threads, "resume": cfg.resume}, "")
     _check(DEFENSE_SCHEMAS[cfg.defense.name], cfg.defense, "defense.")
     _check(AttackSchema, cfg.attack, "attack.")
     _check(DatasetSchema, cfg.dataset, "dataset.")

@@ -5,6 +5,8 @@ Each dataset loads one split ("train" or "test"). torchvision datasets download 
 with one line naming the folder and the files expected.
 """
 import socket
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -152,8 +154,8 @@ def _npz(cfg, split: str):
     except KeyError as exc:
         raise DatasetError(f"dataset=npz path={path}: missing array {exc}; expected 'x' uint8 "
                            "[N,H,W,C] and 'y' int labels") from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"dataset=npz path={path}: not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # unreadable or corrupt
+        raise DatasetError(f"dataset=npz path={path}: not a readable .npz file ({exc})".splitlines()[0]) from None
     _check_arrays(path, x, y)
     num_classes = int(y.max()) + 1
     keep = _held_out(len(y), cfg, split)
@@ -181,10 +183,16 @@ def _imagefolder(cfg, split: str):
     keep = _held_out(len(ds), cfg, split)
     size = cfg.size
     mode = "L" if cfg.channels == 1 else "RGB"
-    images = [np.asarray(ds.loader(ds.samples[i][0]).convert(mode).resize((size, size)))
-              for i in keep]
+    images = [_image(ds, ds.samples[i][0], mode, size) for i in keep]
     x = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
     return x, np.asarray([ds.targets[i] for i in keep], dtype=np.int64), len(ds.classes)
+
+
+def _image(ds, file: str, mode: str, size: int) -> np.ndarray:
+    try:
+        return np.asarray(ds.loader(file).convert(mode).resize((size, size)))
+    except OSError as exc:  # PIL's "cannot identify image file", truncated files, permissions
+        raise DatasetError(f"dataset=imagefolder: {file} is not a readable image ({exc})".splitlines()[0]) from None
 
 
 def _existing_path(cfg) -> Path:
