@@ -161,6 +161,8 @@ def _reason(exc: OmegaConfBaseException, key: str) -> str:
     first = str(exc).splitlines()[0]
     if "could not be converted to" in first:  # "Value 'abc' of type 'str' could not be converted to Float"
         return "allowed values of type " + first.rsplit(" ", 1)[-1].lower()
+    if "is not a valid bool" in first:
+        return "allowed values are true, false"
     if "not in struct" in first or ("Key '" in first and "not in" in first):
         return f"unknown key '{key}'"
     return first
