@@ -137,7 +137,7 @@ def mlflow_server():
         yield f"http://127.0.0.1:{port}"
     finally:
         if server is not None:
-            os.killpg(server.pid, 15)  # the server and its uvicorn worker share its session
+            os.killpg(server.pid, 9)  # the server and its uvicorn worker (its session); test data only
             server.wait(timeout=30)
         if (base / "data").exists():
             subprocess.run([bin_dir / "pg_ctl", "-D", base / "data", "-m", "immediate", "stop"],
