@@ -153,28 +153,29 @@ FOUR = ["attack.optimizer=adam", "attack.num_targets=1", "attack.steps=5,6,30,7"
 
 
 def test_resume_after_sigkill_runs_exactly_the_missing_jobs(tmp_path):
-    db = tmp_path / "mlflow.db"
+    db, out = tmp_path / "mlflow.db", tmp_path / "sweep"
     uri = f"sqlite:///{db}"
-    first = launch(tmp_path / "first", *FOUR, uri=uri, wait=False)
+    first = launch(out, *FOUR, uri=uri, wait=False)
     wait_for_children(db, finished=2)
     first.kill()  # SIGKILL during job 3: no handler runs, its run stays RUNNING
     first.wait()
     before = {r.info.run_id: r for r in split(runs(uri))[1]}
     assert sorted(r.info.status for r in before.values()) == ["FINISHED", "FINISHED", "RUNNING"]
 
-    again = launch(tmp_path / "again", *FOUR, "resume=true", uri=uri)
+    again = launch(out, *FOUR, "resume=true", uri=uri)  # the same folder: results end up together
     assert again.returncode == 0, again.stderr[-3000:]
     assert "sweep: 4 jobs: 2 finished, 0 failed, 2 skipped" in again.stdout
     parents, children = split(runs(uri))
-    killed = next(i for i, r in before.items() if r.info.status == "RUNNING")
     new = [c for c in children if c.info.run_id not in before]
     assert sorted(c.info.run_name for c in new) == ["attack.optimizer=adam attack.num_targets=1 attack.steps=30",
                                                     "attack.optimizer=adam attack.num_targets=1 attack.steps=7"]
     assert {c.info.status for c in new} == {"FINISHED"}
+    killed = next(i for i, r in before.items() if r.info.status == "RUNNING")
     assert MlflowClient(uri).get_run(killed).info.status == "KILLED"
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
     finished = [c.data.tags[HASH_TAG] for c in children if c.info.status == "FINISHED"]
     assert len(finished) == len(set(finished)) == 4
+    assert len(results(out)) == 4  # one metrics.json per job, in one sweep folder
 
 
 def test_sigterm_ends_the_running_job_and_the_sweep_killed(tmp_path):

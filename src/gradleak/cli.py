@@ -59,12 +59,9 @@ def preflight(argv: list[str], config_dir: Path) -> int:
             validate(cfg)
             _check_data(cfg, checked_data)
             uris.add((tracking.tracking_uri(cfg), cfg.tracking.experiment))
-        out_key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
-        out_dir = _output_dir(_compose(jobs[0] + hydra_overrides, with_hydra=True), out_key)
+        with_hydra = _compose(jobs[0] + hydra_overrides, with_hydra=True)
     GlobalHydra.instance().clear()
-    _check_writable(f"{out_key}={out_dir}", out_dir)
-    for uri, experiment in sorted(uris):
-        _check_tracking(uri, experiment, uri_key(user))
+    _check_places(with_hydra, "hydra.sweep.dir" if args.multirun else "hydra.run.dir", uris, user)
     return len(jobs)
 
 
@@ -109,6 +106,14 @@ def _check_data(cfg, checked: set) -> None:
         load_split(cfg.dataset, "train")
 
 
+def _check_places(cfg, out_key: str, uris: set, user: list[str]) -> None:
+    """Where the work goes: the output folder, and the tracking store of each job."""
+    out_dir = _output_dir(cfg, out_key)
+    _check_writable(f"{out_key}={out_dir}", out_dir)
+    for uri, experiment in sorted(uris):
+        _check_tracking(uri, experiment, _uri_key(user))
+
+
 def _output_dir(cfg, key: str) -> str:
     """The job or sweep folder; where it interpolates what only a launched job knows, the
     fixed part before that."""
@@ -132,7 +137,7 @@ def _check_writable(setting: str, folder: str) -> None:
                           " writable folder") from None
 
 
-def uri_key(overrides: list[str]) -> str:
+def _uri_key(overrides: list[str]) -> str:
     """How the user set the tracking URI, to name it in messages."""
     if any(o.startswith("tracking.uri=") for o in overrides) or "MLFLOW_TRACKING_URI" not in os.environ:
         return "tracking.uri"

@@ -132,4 +132,5 @@ class SweepTracking(Callback):
     def _abandon(self) -> None:
         """The launching process exits mid-sweep (Ctrl-C, SIGTERM, a launcher error): the
         sweep and the runs its workers left RUNNING end KILLED."""
+        tracking.sigterm_handled()
         close_sweep(self.client, self.run_id, self.jobs, status="KILLED")

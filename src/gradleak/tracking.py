@@ -104,31 +104,46 @@ def config_hash(cfg: DictConfig) -> str:
 
 def finished_run(cfg: DictConfig) -> str | None:
     """For resume: the id of a FINISHED run of this job's config, if any. Earlier attempts
-    left RUNNING (their process was killed) are marked KILLED first, with their parent run;
-    runs of the current sweep are left alone."""
+    left RUNNING are marked KILLED first: resume means their process is gone."""
     client = MlflowClient(tracking_uri(cfg))
     experiment_id = ensure_experiment(client, cfg.tracking.experiment)
     same = search(client, experiment_id, f"tags.{HASH_TAG} = '{config_hash(cfg)}'")
-    current = cfg.tracking.parent_run_id
     for run in same:
-        parent = run.data.tags.get(PARENT_TAG)
-        if run.info.status == "RUNNING" and (current is None or parent != current):
-            for run_id in (run.info.run_id, parent):
-                if run_id and client.get_run(run_id).info.status == "RUNNING":
-                    client.set_terminated(run_id, "KILLED")
+        _end_stale(client, run, cfg.tracking.parent_run_id)
     return next((r.info.run_id for r in same if r.info.status == "FINISHED"), None)
+
+
+def _end_stale(client: MlflowClient, run, current_parent: str | None) -> None:
+    """A RUNNING run of an earlier sweep (or run) ends KILLED, and so does its parent if it
+    is still RUNNING; runs of the current sweep are left alone."""
+    parent = run.data.tags.get(PARENT_TAG)
+    if run.info.status != "RUNNING" or (current_parent and parent == current_parent):
+        return
+    for run_id in filter(None, (run.info.run_id, parent)):
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
 
 
 def raise_on_sigterm() -> None:
     """Make SIGTERM raise SystemExit, as Ctrl-C raises KeyboardInterrupt, so that the code
-    ending runs KILLED gets to run (Python's default dies on the spot). Signals reach the
-    main thread only, so other threads keep the handler they have."""
+    ending runs KILLED gets to run (Python's default dies on the spot). Only the main thread
+    receives signals; other threads keep what they have."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
+    # Raised while the main thread runs a __del__ or a weakref callback, the exception is
+    # printed and dropped (seen in a test): raise it again each second until sigterm_handled().
+    signal.signal(signal.SIGALRM, _exit_on_sigterm)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    raise SystemExit(128 + signal.SIGTERM)
+
+
+def sigterm_handled() -> None:
+    """Called where the SystemExit ends runs: no more raising it again."""
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def git_commit() -> str:
@@ -196,6 +211,7 @@ def job_run(cfg: DictConfig, run_name: str, tags: dict):
             raise RuntimeError(f"fault injected by {FAULT_ENV}={run_name}")
         yield handle
     except (KeyboardInterrupt, SystemExit):
+        sigterm_handled()
         client.set_terminated(handle.run_id, "KILLED")
         raise
     except BaseException as exc:
