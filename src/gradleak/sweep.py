@@ -11,6 +11,7 @@
 import atexit
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -65,7 +66,8 @@ class Tally:
 
     @property
     def missing(self) -> int:
-        """Jobs that left no run: they failed before creating it (see their log)."""
+        """Jobs without a run: they failed before creating it (their log says why), or an
+        interrupted sweep never started them."""
         return max(0, self.expected - self.finished - self.skipped - len(self.failed) - len(self.killed))
 
     @property
@@ -76,7 +78,7 @@ class Tally:
     def lines(self) -> list[str]:
         parts = [f"{self.finished} finished", f"{len(self.failed)} failed", f"{self.skipped} skipped"]
         parts += [f"{len(self.killed)} killed"] if self.killed else []
-        parts += [f"{self.missing} without a run (see their logs)"] if self.missing else []
+        parts += [f"{self.missing} without a run"] if self.missing else []
         return ([f"sweep: {self.expected} jobs: " + ", ".join(parts)]
                 + [f"  failed: {name}: {error}" for name, error in self.failed]
                 + [f"  killed: {name}" for name in self.killed])
@@ -133,4 +135,6 @@ class SweepTracking(Callback):
         """The launching process exits mid-sweep (Ctrl-C, SIGTERM, a launcher error): the
         sweep and the runs its workers left RUNNING end KILLED."""
         tracking.sigterm_handled()
-        close_sweep(self.client, self.run_id, self.jobs, status="KILLED")
+        tally = close_sweep(self.client, self.run_id, self.jobs, status="KILLED")
+        print("\n".join(["sweep interrupted: its parent run and unfinished runs are KILLED", *tally.lines()]),
+              file=sys.stderr)
