@@ -36,11 +36,11 @@ def sweep_size(overrides: list[str]) -> int:
 
 def run_guarded(task, cfg: DictConfig):
     """The Hydra task function around `task(cfg)`: resume, then failure isolation."""
-    if cfg.resume and (done := tracking.finished_run(cfg)):
-        _note_skipped(cfg, done)
-        print(f"skipped (resume=true): run {done} already FINISHED this config")
-        return None
     try:
+        if cfg.resume and (done := tracking.finished_run(cfg)):
+            _note_skipped(cfg, done)
+            print(f"skipped (resume=true): run {done} already finished this config")
+            return None
         return task(cfg)
     except Exception:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
@@ -110,6 +110,14 @@ class SweepTracking(Callback):
     """Hydra callback, in the launching process of a multirun."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            self._start(config)
+        except Exception as exc:  # Hydra would only warn, and run the jobs without a parent
+            print(f"error: cannot create the sweep's parent run at {tracking.tracking_uri(config)}"
+                  f" ({type(exc).__name__}: {exc})".splitlines()[0], file=sys.stderr)
+            raise SystemExit(1) from None
+
+    def _start(self, config: DictConfig) -> None:
         client = MlflowClient(tracking.tracking_uri(config))
         experiment_id = tracking.ensure_experiment(client, config.tracking.experiment)
         overrides = list(config.hydra.overrides.task)
@@ -122,8 +130,6 @@ class SweepTracking(Callback):
         atexit.register(self._abandon)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if not getattr(self, "run_id", None):
-            return
         atexit.unregister(self._abandon)
         tally = close_sweep(self.client, self.run_id, self.jobs)
         os.environ.pop(tracking.PARENT_ENV, None)
