@@ -3,6 +3,7 @@ failure isolation, determinism, and the bad-input matrix. Jobs are tiny: the swe
 machinery is under test, not the attack."""
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from conftest import ROOT, free_port
 from mlflow.tracking import MlflowClient
 
-from gradleak.cli import preflight_or_exit
+from gradleak.cli import preflight, preflight_or_exit
 from gradleak.tracking import HASH_TAG, PARENT_TAG
 
 CONF = ROOT / "conf"
@@ -59,13 +60,16 @@ def split(all_runs: list) -> tuple[list, list]:
 
 
 def assert_one_clean_sweep(uri: str, jobs: int) -> None:
-    """One FINISHED parent with `jobs` FINISHED children, one per config; none in Default."""
+    """One FINISHED parent with `jobs` FINISHED children, one per config, and no other run
+    in any experiment ("Default" included)."""
     parents, children = split(runs(uri))
     assert [p.info.status for p in parents] == ["FINISHED"]
     assert {c.data.tags[PARENT_TAG] for c in children} == {parents[0].info.run_id}
     assert [c.info.status for c in children] == ["FINISHED"] * jobs
     assert len({c.data.tags[HASH_TAG] for c in children}) == jobs
-    assert runs(uri, "Default") == []
+    client = MlflowClient(uri)
+    everywhere = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    assert len(everywhere) == jobs + 1 and runs(uri, "Default") == []
 
 
 def results(out: Path) -> dict:
@@ -303,3 +307,17 @@ def test_silent_tracking_server_times_out(capsys, monkeypatch):
         err = fails_with([f"tracking.uri={uri}"], capsys)
     assert time.monotonic() - started < 30
     assert f"tracking.uri={uri}: no MLflow tracking server answered (nothing within 2 s)" in err
+
+
+def readme_command(start: str) -> list[str]:
+    """The arguments of the README command that starts with `start` (continuation lines joined)."""
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith(start))
+    return shlex.split(line)[2:]  # after "python run.py"
+
+
+@pytest.mark.parametrize("start,jobs", [("python run.py -m hydra/launcher=joblib", 6),
+                                        ("python run.py -m hydra/launcher=submitit_slurm", 24)])
+def test_readme_sweep_commands_are_valid(start, jobs):
+    """The documented commands compose: every launcher setting exists (no SLURM needed)."""
+    assert preflight(readme_command(start), CONF) == jobs

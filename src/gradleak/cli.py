@@ -86,7 +86,8 @@ def _compose(job: list[str], with_hydra: bool = False):
         for o in job:
             key = o.split("=")[0]
             if f"Could not override '{key}'" in text or f"Key '{key}'" in text:
-                raise ConfigError(f"{o}: unknown key '{key}' (python run.py --cfg job lists the keys)") from None
+                part = "hydra" if key.startswith("hydra.") else "job"
+                raise ConfigError(f"{o}: unknown key '{key}' (python run.py --cfg {part} lists the keys)") from None
         raise ConfigError(" ".join(text.split())) from None
 
 
