@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, free_port
+from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from gradleak.cli import preflight, preflight_or_exit
-from gradleak.tracking import HASH_TAG, PARENT_TAG
+from gradleak.tracking import HASH_TAG, PARENT_TAG, config_hash
 
 CONF = ROOT / "conf"
 TINY = ["attack.num_targets=1", "attack.steps=5"]
@@ -114,6 +115,18 @@ def test_submitit_local_sweep(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sweep: 2 jobs: 2 finished, 0 failed, 0 skipped" in done.stdout
     assert_one_clean_sweep(uri, 2)
+
+
+def composed_hash(*overrides: str) -> str:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return config_hash(compose(config_name="config", overrides=list(overrides)))
+
+
+def test_config_hash_is_what_a_job_computes_not_where_or_how_fast():
+    base = composed_hash()
+    assert composed_hash("threads=2", "data_dir=/elsewhere", "resume=true", "tracking.uri=http://x:5000",
+                         "tracking.experiment=other") == base
+    assert len({base, composed_hash("seed=1"), composed_hash("defense=prune"), composed_hash("attack.steps=7")}) == 4
 
 
 # --- failure isolation, resume, signals --------------------------------------------------------
