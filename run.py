@@ -5,14 +5,17 @@ from pathlib import Path
 import hydra
 
 from gradleak.cli import preflight_or_exit
-from gradleak.pipeline import run
+from gradleak.sweep import run_guarded
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg) -> float:
-    return run(cfg)
+def main(cfg) -> float | None:
+    # Imported here: a process that only dispatches jobs (joblib, submitit) never needs it.
+    from gradleak.pipeline import run
+
+    return run_guarded(run, cfg)
 
 
 if __name__ == "__main__":

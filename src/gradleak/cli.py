@@ -1,6 +1,13 @@
 """Checks before work: every job of a run or sweep is composed and validated up front, so a
-user mistake costs one line on stderr and exit code 2, never a traceback or a stray run."""
+user mistake costs one line on stderr and exit code 2, never a traceback or a stray run.
+
+Beyond the config itself: each dataset loads, the output folder takes files, and the
+tracking store answers (a tracking server within PROBE_TIMEOUT_S, not after minutes of
+MLflow's retries)."""
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -10,10 +17,14 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gradleak import tracking
 from gradleak.config import ConfigError, validate
 from gradleak.data import DatasetError, load_split
+
+PROBE_TIMEOUT_S = 10
 
 
 def preflight_or_exit(argv: list[str], config_dir: Path) -> None:
@@ -30,6 +41,7 @@ def preflight(argv: list[str], config_dir: Path) -> int:
     if args.help or args.hydra_help or args.info or args.shell_completion:
         return 0
     user = [o for o in args.overrides if not o.split("=")[0].lstrip("+~").startswith("hydra")]
+    hydra_overrides = [o for o in args.overrides if o not in user]
     parsed = _parse(user)
     conf = ConfTree(config_dir)
     for o in parsed:
@@ -40,13 +52,16 @@ def preflight(argv: list[str], config_dir: Path) -> int:
         if args.multirun else [user]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        checked_data = set()
+        checked_data, uris = set(), set()
         for job in jobs:
             conf.check_knobs(job)
             cfg = _compose(job)
             validate(cfg)
             _check_data(cfg, checked_data)
+            uris.add((tracking.tracking_uri(cfg), cfg.tracking.experiment))
+        with_hydra = _compose(jobs[0] + hydra_overrides, with_hydra=True)
     GlobalHydra.instance().clear()
+    _check_places(with_hydra, "hydra.sweep.dir" if args.multirun else "hydra.run.dir", uris, user)
     return len(jobs)
 
 
@@ -57,21 +72,29 @@ def _parse(overrides: list[str]):
         raise ConfigError(str(exc).splitlines()[0]) from None
 
 
-def _compose(job: list[str]):
+def _compose(job: list[str], with_hydra: bool = False):
     try:
-        return compose(config_name="config", overrides=job)
+        return compose(config_name="config", overrides=job, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as exc:
         text = str(exc)
+        missing = re.search(r"Could not find '(.+)/([^/']+)'", text)
+        options = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)+)", text)
+        if missing and options:  # e.g. hydra/launcher=joblb
+            group, option = missing.groups()
+            raise ConfigError(f"{group}={option}: unknown option; allowed {group}="
+                              + "|".join(options.group(1).split())) from None
         for o in job:
             key = o.split("=")[0]
             if f"Could not override '{key}'" in text or f"Key '{key}'" in text:
-                raise ConfigError(f"{o}: unknown key '{key}' (python run.py --cfg job lists the keys)") from None
+                part = "hydra" if key.startswith("hydra.") else "job"
+                raise ConfigError(f"{o}: unknown key '{key}' (python run.py --cfg {part} lists the keys)") from None
         raise ConfigError(" ".join(text.split())) from None
 
 
 def _check_data(cfg, checked: set) -> None:
-    """Each distinct dataset once: present (or downloadable) and big enough for the attack."""
-    key = (str(cfg.dataset), cfg.attack.num_targets * cfg.attack.batch_size)
+    """Each distinct dataset once: present (or downloadable), readable, and big enough for
+    the attack; its training split too when the job trains."""
+    key = (str(cfg.dataset), cfg.attack.num_targets * cfg.attack.batch_size, cfg.train.name != "none")
     if key in checked:
         return
     checked.add(key)
@@ -80,6 +103,67 @@ def _check_data(cfg, checked: set) -> None:
     if need > len(test):
         raise ConfigError(f"attack.num_targets={cfg.attack.num_targets}: dataset={cfg.dataset.name} has"
                           f" {len(test)} test images; allowed num_targets * batch_size <= {len(test)}")
+    if key[2]:
+        load_split(cfg.dataset, "train")
+
+
+def _check_places(cfg, out_key: str, uris: set, user: list[str]) -> None:
+    """Where the work goes: the output folder, and the tracking store of each job."""
+    out_dir = _output_dir(cfg, out_key)
+    _check_writable(f"{out_key}={out_dir}", out_dir)
+    for uri, experiment in sorted(uris):
+        _check_tracking(uri, experiment, _uri_key(user))
+
+
+def _output_dir(cfg, key: str) -> str:
+    """The job or sweep folder; where it interpolates what only a launched job knows, the
+    fixed part before that."""
+    try:
+        return str(OmegaConf.select(cfg, key, throw_on_resolution_failure=True))
+    except OmegaConfBaseException:
+        raw = OmegaConf.to_container(cfg.hydra, resolve=False)[key.split(".")[1]]["dir"]
+        return raw.split("${")[0] or "."
+
+
+def _check_writable(setting: str, folder: str) -> None:
+    """The nearest existing folder on the way to `folder` must take a new file: a real
+    write, because permission bits say nothing about root or read-only mounts."""
+    path = Path(folder).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot write in {existing} ({exc.strerror}); choose a"
+                          " writable folder") from None
+
+
+def _uri_key(overrides: list[str]) -> str:
+    """How the user set the tracking URI, to name it in messages."""
+    if any(o.startswith("tracking.uri=") for o in overrides) or "MLFLOW_TRACKING_URI" not in os.environ:
+        return "tracking.uri"
+    return "MLFLOW_TRACKING_URI"
+
+
+def _check_tracking(uri: str, experiment: str, key: str) -> None:
+    if uri.startswith("sqlite:///"):
+        _check_writable(f"{key}={uri}", str(Path(uri[len("sqlite:///"):]).parent))
+    elif uri.startswith(("http://", "https://")):
+        # MLflow's own timeout, when set lower, is the user's (and the tests') to choose.
+        timeout_s = min(PROBE_TIMEOUT_S, int(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", PROBE_TIMEOUT_S)))
+        try:
+            tracking.ping(uri, experiment, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - whatever stops the request, the server is unusable
+            raise ConfigError(f"{key}={uri}: no MLflow tracking server answered ({_why(str(exc), timeout_s)});"
+                              f" start it (README: Scaling out) or fix {key}") from None
+
+
+def _why(text: str, timeout_s: int) -> str:
+    for needle, reason in (("refused", "connection refused"), ("timed out", f"nothing within {timeout_s} s"),
+                           ("resolve", "unknown host"), ("Name or service", "unknown host")):
+        if needle in text:
+            return reason
+    return " ".join(text.split())[:200]
 
 
 class ConfTree:

@@ -127,6 +127,7 @@ class DatasetSchema:
 class TopSchema:
     seed: int = 0
     threads: int = 0
+    resume: bool = False
 
     def __post_init__(self):
         _range("seed", self.seed, low=0)
@@ -135,7 +136,7 @@ class TopSchema:
 
 def validate(cfg: DictConfig) -> None:
     """Check the composed config; raises ConfigError (one line) on the first problem."""
-    _check(TopSchema, {"seed": cfg.seed, "threads": cfg.threads}, "")
+    _check(TopSchema, {"seed": cfg.seed, "threads": cfg.threads, "resume": cfg.resume}, "")
     _check(DEFENSE_SCHEMAS[cfg.defense.name], cfg.defense, "defense.")
     _check(AttackSchema, cfg.attack, "attack.")
     _check(DatasetSchema, cfg.dataset, "dataset.")
@@ -164,6 +165,8 @@ def _reason(exc: OmegaConfBaseException, key: str) -> str:
     first = str(exc).splitlines()[0]
     if "could not be converted to" in first:  # "Value 'abc' of type 'str' could not be converted to Float"
         return "allowed values of type " + first.rsplit(" ", 1)[-1].lower()
+    if "is not a valid bool" in first:
+        return "allowed values are true, false"
     if "not in struct" in first or ("Key '" in first and "not in" in first):
         return f"unknown key '{key}'"
     return first

@@ -6,6 +6,7 @@ with one line naming the folder and the files expected.
 """
 import socket
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -173,8 +174,8 @@ def _npz(cfg, split: str):
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in ("x", "y", "class_names") if k in f.files}
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"dataset=npz path={path}: not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # unreadable or corrupt
+        raise DatasetError(f"dataset=npz path={path}: not a readable .npz file ({exc})".splitlines()[0]) from None
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise DatasetError(f"dataset=npz path={path}: no array {' or '.join(map(repr, missing))};"

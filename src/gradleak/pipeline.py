@@ -54,7 +54,7 @@ def quiet_libraries() -> None:
 def job_overrides() -> list[str]:
     """The user's overrides of this job (what names its MLflow run)."""
     return [o for o in HydraConfig.get().overrides.task
-            if not o.lstrip("+~").startswith(("hydra", "tracking."))]
+            if not o.lstrip("+~").startswith(("hydra", "tracking.", "resume="))]
 
 
 def job_params(cfg: DictConfig) -> dict:

@@ -1,23 +1,38 @@
 """MLflow tracking: one run per job, one parent run per sweep, created in the right process.
 
 The database, the experiment and a sweep's parent run are created once, by the launching
-process (SweepTracking, a Hydra callback), before any job starts: parallel first writers
-to a fresh SQLite database crash or land in "Default". Jobs find the parent through the
-GRADLEAK_PARENT_RUN_ID environment variable, read by `tracking.parent_run_id`.
+process (gradleak.sweep.SweepTracking, a Hydra callback), before any job starts: parallel
+first writers to a fresh SQLite database crash or land in "Default". Jobs find the parent
+through the GRADLEAK_PARENT_RUN_ID environment variable, read by `tracking.parent_run_id`
+(launchers hand the launching process's environment on: joblib and submitit workers, sbatch).
+
+A job's run ends FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C, SIGTERM),
+never RUNNING; it carries `config_hash`, the identity resume matches on.
 """
+import hashlib
+import json
 import os
+import signal
 import subprocess
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from hydra.experimental.callback import Callback
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from gradleak import project_root
 
 PARENT_ENV = "GRADLEAK_PARENT_RUN_ID"
+PARENT_TAG = "mlflow.parentRunId"
+HASH_TAG = "config_hash"
+# Left out of the config hash: where results go and how fast they come, not what they are.
+UNHASHED = ("tracking", "hydra", "threads", "resume", "data_dir")
+# For tests of failure isolation only: the job whose run name (its overrides) equals this
+# value raises right after its run starts, as a real fault inside a job would.
+FAULT_ENV = "GRADLEAK_FAULT_JOB"
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -36,7 +51,99 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     uri = client.tracking_uri
     if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the cwd
         location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:  # another process created it first: use theirs
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def ping(uri: str, experiment: str, timeout_s: int) -> None:
+    """One request to the tracking server, without MLflow's retries (minutes of backoff), so
+    that an unreachable server raises within about `timeout_s`."""
+    with _environ(MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
+        MlflowClient(uri).get_experiment_by_name(experiment)
+
+
+@contextmanager
+def _environ(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
+
+
+def search(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
+    """Every run of the experiment that matches (all pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A stable id of what a job computes: its resolved config without the UNHASHED keys."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in UNHASHED:
+        data.pop(key, None)
+    if isinstance(data.get("dataset"), dict):
+        data["dataset"].pop("data_dir", None)
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def finished_run(cfg: DictConfig) -> str | None:
+    """For resume: the id of a FINISHED run of this job's config, if any. Earlier attempts
+    left RUNNING are marked KILLED first: resume means their process is gone."""
+    client = MlflowClient(tracking_uri(cfg))
+    experiment_id = ensure_experiment(client, cfg.tracking.experiment)
+    same = search(client, experiment_id, f"tags.{HASH_TAG} = '{config_hash(cfg)}'")
+    for run in same:
+        _end_stale(client, run, cfg.tracking.parent_run_id)
+    return next((r.info.run_id for r in same if r.info.status == "FINISHED"), None)
+
+
+def _end_stale(client: MlflowClient, run, current_parent: str | None) -> None:
+    """A RUNNING run of an earlier sweep (or run) ends KILLED, and so does its parent if it
+    is still RUNNING; runs of the current sweep are left alone."""
+    parent = run.data.tags.get(PARENT_TAG)
+    if run.info.status != "RUNNING" or (current_parent and parent == current_parent):
+        return
+    for run_id in filter(None, (run.info.run_id, parent)):
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, as Ctrl-C raises KeyboardInterrupt, so that the code
+    ending runs KILLED gets to run (Python's default dies on the spot). Only the main thread
+    receives signals; other threads keep what they have."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum, frame):
+    # Raised while the main thread runs a __del__ or a weakref callback, the exception is
+    # printed and dropped (seen in a test): raise it again each second until sigterm_handled().
+    signal.signal(signal.SIGALRM, _exit_on_sigterm)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    raise SystemExit(128 + signal.SIGTERM)
+
+
+def sigterm_handled() -> None:
+    """Called where the SystemExit ends runs: no more raising it again."""
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def git_commit() -> str:
@@ -46,25 +153,6 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-class SweepTracking(Callback):
-    """Hydra callback: in a multirun, create the experiment and the parent run first."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        client = MlflowClient(tracking_uri(config))
-        experiment_id = ensure_experiment(client, config.tracking.experiment)
-        sweep_dir = config.hydra.sweep.dir
-        overrides = " ".join(config.hydra.overrides.task) or "defaults"
-        run = client.create_run(experiment_id, run_name=f"sweep {overrides}",
-                                tags={"sweep_dir": str(sweep_dir), "git_commit": git_commit()})
-        os.environ[PARENT_ENV] = run.info.run_id
-        self.client, self.run_id = client, run.info.run_id
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if getattr(self, "run_id", None):
-            self.client.set_terminated(self.run_id, "FINISHED")
-            os.environ.pop(PARENT_ENV, None)
 
 
 class JobRun:
@@ -110,16 +198,20 @@ class JobRun:
 def job_run(cfg: DictConfig, run_name: str, tags: dict):
     """Create this job's run (a child of the sweep's parent, if any); end it FINISHED,
     FAILED (with the error as a tag) or KILLED (Ctrl-C / SIGTERM), never RUNNING."""
+    raise_on_sigterm()
     client = MlflowClient(tracking_uri(cfg))
     experiment_id = ensure_experiment(client, cfg.tracking.experiment)
-    tags = {**tags, "git_commit": git_commit()}
+    tags = {**tags, "git_commit": git_commit(), HASH_TAG: config_hash(cfg)}
     if cfg.tracking.parent_run_id:
-        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+        tags[PARENT_TAG] = cfg.tracking.parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     handle = JobRun(client, run.info.run_id, cfg.tracking.experiment)
     try:
+        if os.environ.get(FAULT_ENV) == run_name:
+            raise RuntimeError(f"fault injected by {FAULT_ENV}={run_name}")
         yield handle
     except (KeyboardInterrupt, SystemExit):
+        sigterm_handled()
         client.set_terminated(handle.run_id, "KILLED")
         raise
     except BaseException as exc:

@@ -1,0 +1,336 @@
+"""Scaling out: parallel and multi-process launchers, an MLflow server on PostgreSQL, resume,
+failure isolation, determinism, and the bad-input matrix. Jobs are tiny: the sweep
+machinery is under test, not the attack."""
+import json
+import os
+import shlex
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, free_port
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from gradleak.cli import preflight, preflight_or_exit
+from gradleak.tracking import HASH_TAG, PARENT_TAG, config_hash
+
+CONF = ROOT / "conf"
+TINY = ["attack.num_targets=1", "attack.steps=5"]
+SIX = ["seed=0,1,2", "defense=none,prune"]
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
+
+def job_env(**extra: str) -> dict:
+    """Child processes import this checkout's gradleak, whatever is installed."""
+    path = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    environ = {**os.environ, "PYTHONPATH": path, "GRADLEAK_THREADS": "1", **extra}
+    environ.pop("GRADLEAK_PARENT_RUN_ID", None)
+    return environ
+
+
+def launch(out: Path, *args: str, uri: str, env: dict | None = None, wait: bool = True):
+    """`python run.py -m args` into `out`, tracked at `uri` in experiment 'scale'; its output
+    goes to files (a pipe nobody reads would block it)."""
+    environ = job_env(**(env or {}))
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", *args, f"tracking.uri={uri}",
+           "tracking.experiment=scale", f"hydra.sweep.dir={out}"]
+    logs = [out.with_name(f"{out.name}.{x}") for x in ("stdout", "stderr")]
+    with logs[0].open("w") as stdout, logs[1].open("w") as stderr:
+        proc = subprocess.Popen(cmd, cwd=out.parent, env=environ, stdout=stdout, stderr=stderr)
+    if not wait:
+        return proc
+    proc.wait(timeout=600)
+    return subprocess.CompletedProcess(cmd, proc.returncode, *(log.read_text() for log in logs))
+
+
+def runs(uri: str, experiment: str = "scale") -> list:
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id], max_results=1000)
+
+
+def split(all_runs: list) -> tuple[list, list]:
+    parents = [r for r in all_runs if PARENT_TAG not in r.data.tags]
+    return parents, [r for r in all_runs if PARENT_TAG in r.data.tags]
+
+
+def assert_one_clean_sweep(uri: str, jobs: int) -> None:
+    """One FINISHED parent with `jobs` FINISHED children, one per config, and no other run
+    in any experiment ("Default" included)."""
+    parents, children = split(runs(uri))
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert {c.data.tags[PARENT_TAG] for c in children} == {parents[0].info.run_id}
+    assert [c.info.status for c in children] == ["FINISHED"] * jobs
+    assert len({c.data.tags[HASH_TAG] for c in children}) == jobs
+    client = MlflowClient(uri)
+    everywhere = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    assert len(everywhere) == jobs + 1 and runs(uri, "Default") == []
+
+
+def results(out: Path) -> dict:
+    """What each job computed (timings left out), by its overrides."""
+    found = {}
+    for path in out.glob("*/metrics.json"):
+        m = json.loads(path.read_text())
+        attack = {k: v for k, v in m["attack"].items() if k != "wall_s"}
+        found[" ".join(sorted(m["overrides"]))] = (attack, m["targets"], m["curve"])
+    return found
+
+
+# --- launchers ------------------------------------------------------------------------------
+
+def test_joblib_sweep_on_a_fresh_sqlite_database_three_times_loses_nothing(tmp_path):
+    computed = []
+    for attempt in range(3):
+        out, uri = tmp_path / f"sweep{attempt}", f"sqlite:///{tmp_path}/mlflow{attempt}.db"
+        done = launch(out, *SIX, *TINY, *JOBLIB, uri=uri)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "sweep: 6 jobs: 6 finished, 0 failed, 0 skipped" in done.stdout
+        assert_one_clean_sweep(uri, 6)
+        computed.append(results(out))
+    # Determinism: the same config and seed on CPU compute identical metrics in every attempt.
+    assert len(computed[0]) == 6
+    assert computed[0] == computed[1] == computed[2]
+
+
+def test_joblib_sweep_against_an_mlflow_server_on_postgresql(tmp_path, mlflow_server):
+    done = launch(tmp_path / "sweep", *SIX, *TINY, *JOBLIB, uri=mlflow_server)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sweep: 6 jobs: 6 finished, 0 failed, 0 skipped" in done.stdout
+    assert_one_clean_sweep(mlflow_server, 6)
+    child = split(runs(mlflow_server))[1][0]  # artifacts went through the server
+    names = {a.path for a in MlflowClient(mlflow_server).list_artifacts(child.info.run_id)}
+    assert {"metrics.json", "reconstruction.png", "config.yaml"} <= names
+
+
+def test_submitit_local_sweep(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    done = launch(tmp_path / "sweep", "seed=0,1", *TINY, "hydra/launcher=submitit_local", uri=uri)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sweep: 2 jobs: 2 finished, 0 failed, 0 skipped" in done.stdout
+    assert_one_clean_sweep(uri, 2)
+
+
+def composed_hash(*overrides: str) -> str:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return config_hash(compose(config_name="config", overrides=list(overrides)))
+
+
+def test_config_hash_is_what_a_job_computes_not_where_or_how_fast():
+    base = composed_hash()
+    assert composed_hash("threads=2", "data_dir=/elsewhere", "resume=true", "tracking.uri=http://x:5000",
+                         "tracking.experiment=other") == base
+    assert len({base, composed_hash("seed=1"), composed_hash("defense=prune"), composed_hash("attack.steps=7")}) == 4
+
+
+# --- failure isolation, resume, signals --------------------------------------------------------
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    failing = "seed=1 " + " ".join(TINY)  # run names are the job's overrides
+    done = launch(tmp_path / "sweep", "seed=0,1,2", *TINY, uri=uri, env={"GRADLEAK_FAULT_JOB": failing})
+    assert done.returncode == 1
+    assert "sweep: 3 jobs: 2 finished, 1 failed, 0 skipped" in done.stdout
+    assert f"failed: {failing}: RuntimeError: fault injected by GRADLEAK_FAULT_JOB" in done.stdout
+    parents, children = split(runs(uri))
+    status = {c.info.run_name: c.info.status for c in children}
+    assert status == {"seed=0 " + " ".join(TINY): "FINISHED", failing: "FAILED",
+                      "seed=2 " + " ".join(TINY): "FINISHED"}  # seed=2 ran after the failure
+    error = next(c.data.tags["error"] for c in children if c.info.run_name == failing)
+    assert error == f"RuntimeError: fault injected by GRADLEAK_FAULT_JOB={failing}"
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
+
+
+def wait_for_children(db: Path, finished: int, timeout: float = 300) -> None:
+    """Poll the SQLite store until `finished` children are FINISHED and one is RUNNING."""
+    query = ("SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid"
+             f" AND t.key = '{PARENT_TAG}'")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(db, timeout=1) as con:
+                states = [row[0] for row in con.execute(query)]
+            if states.count("FINISHED") == finished and "RUNNING" in states:
+                return
+        except sqlite3.OperationalError:  # not created yet, or locked by a writer
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"never saw {finished} finished jobs and one running")
+
+
+# Job 3 of 4 runs long enough (Adam, many steps) to be caught RUNNING.
+FOUR = ["attack.optimizer=adam", "attack.num_targets=1", "attack.steps=5,6,30,7"]
+
+
+def test_resume_after_sigkill_runs_exactly_the_missing_jobs(tmp_path):
+    db, out = tmp_path / "mlflow.db", tmp_path / "sweep"
+    uri = f"sqlite:///{db}"
+    first = launch(out, *FOUR, uri=uri, wait=False)
+    wait_for_children(db, finished=2)
+    first.kill()  # SIGKILL during job 3: no handler runs, its run stays RUNNING
+    first.wait()
+    before = {r.info.run_id: r for r in split(runs(uri))[1]}
+    assert sorted(r.info.status for r in before.values()) == ["FINISHED", "FINISHED", "RUNNING"]
+
+    again = launch(out, *FOUR, "resume=true", uri=uri)  # the same folder: results end up together
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "sweep: 4 jobs: 2 finished, 0 failed, 2 skipped" in again.stdout
+    parents, children = split(runs(uri))
+    new = [c for c in children if c.info.run_id not in before]
+    assert sorted(c.info.run_name for c in new) == ["attack.optimizer=adam attack.num_targets=1 attack.steps=30",
+                                                    "attack.optimizer=adam attack.num_targets=1 attack.steps=7"]
+    assert {c.info.status for c in new} == {"FINISHED"}
+    killed = next(i for i, r in before.items() if r.info.status == "RUNNING")
+    assert MlflowClient(uri).get_run(killed).info.status == "KILLED"
+    assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
+    finished = [c.data.tags[HASH_TAG] for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == len(set(finished)) == 4
+    assert len(results(out)) == 4  # one metrics.json per job, in one sweep folder
+
+
+def test_sigterm_ends_the_running_job_and_the_sweep_killed(tmp_path):
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    proc = launch(tmp_path / "sweep", *FOUR, uri=uri, wait=False)
+    wait_for_children(db, finished=2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    parents, children = split(runs(uri))
+    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED", "KILLED"]
+    assert [p.info.status for p in parents] == ["KILLED"]
+
+
+# --- bad input: one line, exit code 2, before any work ------------------------------------------
+
+def fails_with(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exited:
+        preflight_or_exit(argv, CONF)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["dataset=imagenet"], "dataset=imagenet: unknown option; allowed dataset=cifar10|cifar100|digits|"),
+    (["-m", "seed=0,1", "hydra/launcher=joblb"],
+     "hydra/launcher=joblb: unknown option; allowed hydra/launcher=basic|joblib|submitit_local|submitit_slurm"),
+    (["defense=none", "scale=1e-3"], "'scale' exists only with defense=noise, but defense=none is selected"),
+    (["defense=prune", "ratio=1.5"], "ratio=1.5: allowed range is 0 <= ratio < 1"),
+    (["resume=maybe"], "resume=maybe: allowed values are true, false"),
+    (["dataset=npz", "path=/no/such/file.npz"], "dataset=npz path=/no/such/file.npz: no such file or folder"),
+])
+def test_config_mistakes(argv, message, capsys):
+    assert message in fails_with(argv, capsys)
+
+
+def npz_bytes(tmp_path: Path) -> bytes:
+    np.savez_compressed(tmp_path / "good.npz", x=np.zeros((10, 8, 8, 1), np.uint8), y=np.arange(10))
+    return (tmp_path / "good.npz").read_bytes()
+
+
+@pytest.mark.parametrize("content,message", [
+    (lambda good: good[:200], "not a readable .npz file (File is not a zip file)"),  # truncated
+    (lambda good: good[:-300] + bytes(300), "not a readable .npz file ("),  # damaged end
+    (lambda good: b"\x93NUMPY" + bytes(50), "not a readable .npz file ("),  # not an archive
+    (None, "not a readable .npz file ([Errno 21] Is a directory"),
+])
+def test_corrupt_dataset_files(content, message, tmp_path, capsys):
+    path = tmp_path
+    if content is not None:
+        path = tmp_path / "data.npz"
+        path.write_bytes(content(npz_bytes(tmp_path)))
+    assert message in fails_with(["dataset=npz", f"path={path}"], capsys)
+
+
+def test_corrupt_image_in_an_image_folder(tmp_path, capsys):
+    for i in range(5):  # the held-out (attacked) share draws from all of them
+        (tmp_path / "a").mkdir(exist_ok=True)
+        (tmp_path / "a" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    err = fails_with(["dataset=imagefolder", f"path={tmp_path}", "attack.num_targets=1"], capsys)
+    assert "dataset=imagefolder: " in err and ".png is not a readable image (cannot identify image file" in err
+
+
+class unprivileged:
+    """Run as `nobody` inside the block when we are root, so that permission bits count."""
+
+    def __enter__(self):
+        self.root = os.geteuid() == 0
+        if self.root:
+            os.setegid(65534)
+            os.seteuid(65534)
+
+    def __exit__(self, *exc):
+        if self.root:
+            os.seteuid(0)
+            os.setegid(0)
+
+
+def test_unreadable_dataset_file(open_tmp, capsys):
+    data = open_tmp / "private.npz"
+    np.savez(data, x=np.zeros((10, 8, 8, 1), np.uint8), y=np.arange(10))
+    data.chmod(0)
+    with unprivileged():
+        err = fails_with(["dataset=npz", f"path={data}"], capsys)
+    assert f"dataset=npz path={data}: not a readable .npz file ([Errno 13] Permission denied" in err
+
+
+@pytest.mark.parametrize("argv,key", [
+    (["hydra.run.dir={ro}/out"], "hydra.run.dir={ro}/out"),
+    (["-m", "seed=0,1", "hydra.sweep.dir={ro}/out"], "hydra.sweep.dir={ro}/out"),
+    (["hydra.run.dir={rw}/out", "tracking.uri=sqlite:///{ro}/mlflow.db"], "tracking.uri=sqlite:///{ro}/mlflow.db"),
+])
+def test_read_only_output_or_database_folder(argv, key, open_tmp, capsys):
+    ro, rw = open_tmp / "ro", open_tmp / "rw"
+    ro.mkdir()
+    ro.chmod(0o555)
+    rw.mkdir()
+    rw.chmod(0o777)
+    with unprivileged():
+        err = fails_with([a.format(ro=ro, rw=rw) for a in argv], capsys)
+    assert err == f"error: {key.format(ro=ro)}: cannot write in {ro} (Permission denied); choose a writable folder\n"
+
+
+def test_unreachable_tracking_server_is_one_line_within_30_s(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    done = subprocess.run([sys.executable, str(ROOT / "run.py"), f"tracking.uri={uri}"], cwd=tmp_path,
+                          env=job_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: tracking.uri={uri}: no MLflow tracking server answered (connection refused);"
+        " start it (README: Scaling out) or fix tracking.uri")
+    assert not list(tmp_path.iterdir())  # no outputs, no database: no work started
+
+
+def test_silent_tracking_server_times_out(capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with __import__("socket").socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        err = fails_with([f"tracking.uri={uri}"], capsys)
+    assert time.monotonic() - started < 30
+    assert f"tracking.uri={uri}: no MLflow tracking server answered (nothing within 2 s)" in err
+
+
+def readme_command(start: str) -> list[str]:
+    """The arguments of the README command that starts with `start` (continuation lines joined)."""
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith(start))
+    return shlex.split(line)[2:]  # after "python run.py"
+
+
+@pytest.mark.parametrize("start,jobs", [("python run.py -m hydra/launcher=joblib", 6),
+                                        ("python run.py -m hydra/launcher=submitit_slurm", 24)])
+def test_readme_sweep_commands_are_valid(start, jobs):
+    """The documented commands compose: every launcher setting exists (no SLURM needed)."""
+    assert preflight(readme_command(start), CONF) == jobs
