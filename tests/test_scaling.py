@@ -238,10 +238,10 @@ def npz_bytes(tmp_path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("content,message", [
-    (lambda good: good[:200], "not a readable .npz file (File is not a zip file)"),  # truncated
-    (lambda good: good[:-300] + bytes(300), "not a readable .npz file ("),  # damaged end
-    (lambda good: b"\x93NUMPY" + bytes(50), "not a readable .npz file ("),  # not an archive
-    (None, "not a readable .npz file ([Errno 21] Is a directory"),
+    (lambda good: good[:200], "not an .npz archive (numpy.savez(path, x=..., y=...) writes one)"),  # truncated
+    (lambda good: good[:-300] + bytes(300), "not an .npz archive ("),  # damaged end
+    (lambda good: b"\x93NUMPY" + bytes(50), "not an .npz archive ("),  # a .npy, not an archive
+    (None, "expected an .npz file"),
 ])
 def test_corrupt_dataset_files(content, message, tmp_path, capsys):
     path = tmp_path
@@ -256,7 +256,7 @@ def test_corrupt_image_in_an_image_folder(tmp_path, capsys):
         (tmp_path / "a").mkdir(exist_ok=True)
         (tmp_path / "a" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     err = fails_with(["dataset=imagefolder", f"path={tmp_path}", "attack.num_targets=1"], capsys)
-    assert "dataset=imagefolder: " in err and ".png is not a readable image (cannot identify image file" in err
+    assert "dataset=imagefolder path=" in err and "cannot read image " in err and "1.png (UnidentifiedImageError)" in err
 
 
 class unprivileged:

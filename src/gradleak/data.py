@@ -168,6 +168,10 @@ def _held_out(n: int, cfg, split: str) -> np.ndarray:
 
 def _npz(cfg, split: str):
     path = _existing_path(cfg, want_folder=False)
+    try:
+        path.open("rb").close()  # is_zipfile would call an unreadable file "not an archive"
+    except OSError as exc:
+        raise DatasetError(f"dataset=npz path={path}: not a readable .npz file ({exc})") from None
     if not zipfile.is_zipfile(path):  # np.load would take it for a .npy or a pickle
         raise DatasetError(f"dataset=npz path={path}: not an .npz archive (numpy.savez(path, x=..., y=...)"
                            " writes one)")
