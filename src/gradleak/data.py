@@ -133,19 +133,18 @@ class _LFWPeople:
         self.data = np.stack([np.asarray(ds.loader(path).resize((64, 64))) for path in ds.data])
 
 
+def _train_flag(dataset_class) -> Callable:
+    """Factory for the torchvision classes that pick their split with train=True/False."""
+    return lambda root, split, download: dataset_class(str(root), train=split == "train", download=download)
+
+
 _TV = {
-    "mnist": TorchvisionSource(
-        lambda r, s, download: tvd.MNIST(str(r), train=s == "train", download=download),
-        "{root}/MNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte"),
-    "fashionmnist": TorchvisionSource(
-        lambda r, s, download: tvd.FashionMNIST(str(r), train=s == "train", download=download),
-        "{root}/FashionMNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte"),
-    "cifar10": TorchvisionSource(
-        lambda r, s, download: tvd.CIFAR10(str(r), train=s == "train", download=download),
-        "{root}/cifar-10-batches-py/{{data_batch_1..5,test_batch}}"),
-    "cifar100": TorchvisionSource(
-        lambda r, s, download: tvd.CIFAR100(str(r), train=s == "train", download=download),
-        "{root}/cifar-100-python/{{train,test,meta}}"),
+    "mnist": TorchvisionSource(_train_flag(tvd.MNIST),
+                               "{root}/MNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte"),
+    "fashionmnist": TorchvisionSource(_train_flag(tvd.FashionMNIST),
+                                      "{root}/FashionMNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte"),
+    "cifar10": TorchvisionSource(_train_flag(tvd.CIFAR10), "{root}/cifar-10-batches-py/{{data_batch_1..5,test_batch}}"),
+    "cifar100": TorchvisionSource(_train_flag(tvd.CIFAR100), "{root}/cifar-100-python/{{train,test,meta}}"),
     "svhn": TorchvisionSource(_svhn, "{root}/svhn/{{train,test}}_32x32.mat"),
     "lfw": TorchvisionSource(_LFWPeople, "{root}/lfw-py/lfw_funneled/ and peopleDev{{Train,Test}}.txt"),
 }

@@ -8,8 +8,6 @@ target gradient T_k (one tensor per victim parameter). Its objective is
 with the victim's weights theta shared by all problems. torch.func computes the
 per-problem parameter gradients and D_k's gradient for all K problems in one pass.
 """
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,17 +17,6 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
     """DLG's loss: mean over the batch of sum(-soft_label * log_softmax(logits))."""
     return torch.mean(torch.sum(-soft_labels * F.log_softmax(logits, dim=-1), dim=-1))
-
-
-def victim_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-    """The gradient a worker shares: parameter gradients of the loss on its batch."""
-    soft = F.one_hot(labels, num_classes=_num_classes(model)).to(images.dtype)
-    loss = soft_cross_entropy(model(images), soft)
-    return [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))]
-
-
-def _num_classes(model: nn.Module) -> int:
-    return list(model.parameters())[-1].shape[0]
 
 
 class GradientMatch:
@@ -69,5 +56,3 @@ def reference_match(model: nn.Module, images, label_logits, targets, optimize_la
     grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
     return sum(((g - t) ** 2).sum() for g, t in zip(grads, targets))
 
-
-ObjectiveFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -15,7 +15,6 @@ import torch
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 RUNNING, CONVERGED, STALLED, DIVERGED = 0, 1, 2, 3
-STATUS_NAMES = {RUNNING: "running", CONVERGED: "converged", STALLED: "stalled", DIVERGED: "diverged"}
 
 
 @dataclass

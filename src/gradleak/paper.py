@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from gradleak.aggregate import over_seeds
-from gradleak.results import FAMILY_ORDER, noise_variance, strength_label, strength_rank
+from gradleak.defenses import noise_variance
+from gradleak.results import FAMILY_ORDER, strength_label, strength_rank
 
 SOURCE = "Zhu et al., NeurIPS 2019"
 NOISE_DEFENDS_VARIANCE = 1e-2  # Sec. 5: variance >= 1e-2 prevents leakage, costs accuracy

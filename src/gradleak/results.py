@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from gradleak.defenses import noise_variance
+
 METRICS_FILE = "metrics.json"
 # Keys that both the attack and the training block report: prefixed with their block.
 SHARED_KEYS = {"wall_s"}
@@ -54,11 +56,6 @@ def strength(config: dict):
     key = {"noise": "defense.scale", "prune": "defense.ratio",
            "precision": "defense.precision"}.get(config.get("defense.name", "none"))
     return config.get(key) if key else None
-
-
-def noise_variance(noise: str, scale: float) -> float:
-    """Variance of the added noise; the same rule as gradleak.defenses, without torch."""
-    return scale**2 if noise == "gaussian" else 2 * scale**2
 
 
 def strength_label(family: str, strength) -> str:
