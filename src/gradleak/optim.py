@@ -30,13 +30,6 @@ class OptimState:
         return self.status == RUNNING
 
 
-def _chrono(M: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """Reorder [k, m, m] slot-indexed matrices into chronological order (oldest first)."""
-    m = M.shape[-1]
-    rows = M.gather(1, perm[:, :, None].expand(-1, -1, m))
-    return rows.gather(2, perm[:, None, :].expand(-1, m, -1))
-
-
 class _Batched:
     def __init__(self, f: Objective, x0: torch.Tensor, divergence_factor: float):
         k = x0.shape[0]
@@ -82,11 +75,12 @@ class BatchedLBFGS(_Batched):
         self.max_eval = max_iter * 5 // 4
         self.tol_grad, self.tol_change = tolerance_grad, tolerance_change
         self.line_search, self.max_ls = line_search, max_ls
-        # Per-problem history as a ring buffer: entry i (0 = oldest) sits at (start + i) % m.
-        self.S = torch.zeros(k, history_size, n, **opts)   # steps s = t * d
-        self.Y = torch.zeros(k, history_size, n, **opts)   # gradient changes y
-        self.SY = torch.zeros(k, history_size, history_size, **opts)  # s_i . y_j, by slot
-        self.YY = torch.zeros(k, history_size, history_size, **opts)  # y_i . y_j, by slot
+        # Per-problem history as a ring buffer of (s, y) pairs: pair i (0 = oldest) sits in
+        # slot (start + i) % m of W [K, m, 2, n]. Its dot products live in SY/YY, kept in
+        # chronological order: SY[i, j] = s_i . y_j, YY[i, j] = y_i . y_j.
+        self.W = torch.zeros(k, history_size, 2, n, **opts)
+        self.SY = torch.zeros(k, history_size, history_size, **opts)
+        self.YY = torch.zeros(k, history_size, history_size, **opts)
         self.start = torch.zeros(k, dtype=torch.long, device=x0.device)
         self.count = torch.zeros(k, dtype=torch.long, device=x0.device)
         self.H_diag = torch.ones(k, **opts)
@@ -95,7 +89,6 @@ class BatchedLBFGS(_Batched):
         self.prev_g = torch.zeros(k, n, **opts)
         self.prev_loss = torch.zeros(k, **opts)
         self.n_iter = torch.zeros(k, dtype=torch.long, device=x0.device)
-        self._all = torch.arange(history_size, device=x0.device)[None, :]
 
     # -- one LBFGS.step() per running problem ------------------------------------------------
     @torch.no_grad()
@@ -185,74 +178,94 @@ class BatchedLBFGS(_Batched):
         """-H g with each problem's own L-BFGS inverse-Hessian approximation H.
 
         Computed in the compact form of Byrd, Nocedal & Schnabel (1994), which equals
-        torch's two-loop recursion in exact arithmetic but takes a handful of batched
-        matrix products instead of 2 x history sequential vector updates.
+        torch's two-loop recursion in exact arithmetic but reads the history twice per
+        iteration (one product with [g, y, s], one combination) instead of 4 x history
+        sequential vector updates.
         """
         first = self.n_iter[rows] == 1
-        if (~first).any():
-            self._update_history(rows[~first], g[~first])
+        y = torch.where(first[:, None], 0.0, g - self.prev_g[rows])
+        s = self.d[rows] * self.t[rows][:, None]
+        added = self._add_pairs(rows, ~first, s, y)
+        used = int(self.count[rows].max())
+        if used == 0:
+            return -g
+        perm = (self.start[rows, None] + torch.arange(used, device=g.device)) % self.m  # chrono -> slot
+        dots = self._history_dots(torch.stack([g, y, s], dim=1), rows, used)  # [k, used, 2, 3] by slot
+        dots = dots.gather(1, perm[:, :, None, None].expand(-1, -1, 2, 3))  # chronological
+        self._record_products(rows[added], dots[added], self.count[rows[added]] - 1, used)
         count, gamma = self.count[rows], self.H_diag[rows]
-        perm = (self.start[rows, None] + torch.arange(self.m, device=g.device)) % self.m  # chrono -> slot
-        valid = torch.arange(self.m, device=g.device) < count[:, None]
-        SY, YY = _chrono(self.SY[rows], perm), _chrono(self.YY[rows], perm)
+        valid = torch.arange(used, device=g.device) < count[:, None]
         both = valid[:, :, None] & valid[:, None, :]
+        SY, YY = self.SY[rows, :used, :used], self.YY[rows, :used, :used]
         R = torch.where(both, SY.triu(), 0.0) + torch.diag_embed((~valid).to(g.dtype))
-        p1 = torch.where(valid, self._dots(self.S, g, rows).gather(1, perm), 0.0)
-        p2 = torch.where(valid, gamma[:, None] * self._dots(self.Y, g, rows).gather(1, perm), 0.0)
+        p1 = torch.where(valid, dots[:, :, 0, 0], 0.0)                      # S g
+        p2 = torch.where(valid, gamma[:, None] * dots[:, :, 1, 0], 0.0)     # gamma Y g
         v = torch.linalg.solve_triangular(R, p1[:, :, None], upper=True)
         DYv = torch.where(valid, SY.diagonal(dim1=1, dim2=2), 0.0)[:, :, None] * v \
             + gamma[:, None, None] * torch.where(both, YY, 0.0) @ v
         top = torch.linalg.solve_triangular(R.transpose(1, 2), DYv - p2[:, :, None], upper=False)
-        top_slot = torch.zeros_like(p1).scatter(1, perm, top.squeeze(2))
-        v_slot = torch.zeros_like(p1).scatter(1, perm, v.squeeze(2))
-        Hg = gamma[:, None] * g + self._combine(self.S, top_slot, rows) \
-            - gamma[:, None] * self._combine(self.Y, v_slot, rows)
+        coef = torch.stack([top.squeeze(2), -gamma[:, None] * v.squeeze(2)], dim=2)  # [k, used, 2]
+        coef_slot = torch.zeros_like(coef).scatter(1, perm[:, :, None].expand(-1, -1, 2), coef)
+        Hg = gamma[:, None] * g + self._history_combine(coef_slot, rows, used)
         return torch.where(first[:, None], -g, -Hg)
 
-    # History products for `rows`. A gather copies [k, m, n] of history, which costs more
-    # than multiplying the whole buffer, so zero-padded full products are used unless few
-    # problems take part; vector-times-matrix products (v @ M) are the fast layout for BLAS.
-    def _dots(self, buffer, v, rows):
-        """buffer[rows] . v per history slot: [k, m, n] x [k, n] -> [k, m]."""
-        if 3 * len(rows) < len(buffer):
-            return (v[:, None, :] @ buffer[rows].mT).squeeze(1)
-        return (self._pad(v, rows)[:, None, :] @ buffer.mT).squeeze(1)[rows]
-
-    def _combine(self, buffer, c, rows):
-        """sum_i c_i buffer[rows, i]: [k, m] x [k, m, n] -> [k, n]."""
-        if 3 * len(rows) < len(buffer):
-            return (c[:, None, :] @ buffer[rows]).squeeze(1)
-        return (self._pad(c, rows)[:, None, :] @ buffer).squeeze(1)[rows]
-
-    def _pad(self, v, rows):
-        if len(rows) == self.S.shape[0]:
-            return v
-        full = v.new_zeros((self.S.shape[0], *v.shape[1:]))
-        full[rows] = v
-        return full
-
-    def _update_history(self, rows, g):
-        y = g - self.prev_g[rows]
-        s = self.d[rows] * self.t[rows][:, None]
+    def _add_pairs(self, rows, update, s, y):
+        """Store each updating problem's new (s, y) pair if it passes torch's curvature
+        test (y . s > 1e-10); when the history is full the oldest pair is dropped."""
         ys = (y * s).sum(dim=1)
-        accept = ys > 1e-10  # torch's curvature test; otherwise the pair is skipped
-        rows, y, s, ys = rows[accept], y[accept], s[accept], ys[accept]
+        added = update & (ys > 1e-10)
+        r = rows[added]
+        if r.numel() == 0:
+            return added
+        full = self.count[r] == self.m
+        slot = (self.start[r] + self.count[r]) % self.m  # == start when full: the oldest
+        self.W[r, slot, 0], self.W[r, slot, 1] = s[added], y[added]
+        shift = r[full]  # chronological matrices lose their first row and column
+        self.SY[shift, :-1, :-1] = self.SY[shift, 1:, 1:].clone()
+        self.YY[shift, :-1, :-1] = self.YY[shift, 1:, 1:].clone()
+        self.start[r] = torch.where(full, (self.start[r] + 1) % self.m, self.start[r])
+        self.count[r] = torch.clamp(self.count[r] + 1, max=self.m)
+        self.H_diag[r] = ys[added] / (y[added] * y[added]).sum(dim=1)
+        return added
+
+    def _record_products(self, rows, dots, j, used):
+        """Fill row and column j (the new pair) of SY and YY from the history products:
+        dots[:, i] holds (s_i, y_i) . (g, y_new, s_new)."""
         if rows.numel() == 0:
             return
-        full = self.count[rows] == self.m
-        slot = (self.start[rows] + self.count[rows]) % self.m  # == start when full: drop oldest
-        self.S[rows, slot], self.Y[rows, slot] = s, y
-        sy_row = self._dots(self.Y, s, rows)   # s_new . y_j for every slot j
-        sy_col = self._dots(self.S, y, rows)   # s_i . y_new for every slot i
-        yy = self._dots(self.Y, y, rows)
-        full_rows = rows[:, None]
-        self.SY[full_rows, slot[:, None], self._all] = sy_row
-        self.SY[full_rows, self._all, slot[:, None]] = sy_col
-        self.YY[full_rows, slot[:, None], self._all] = yy
-        self.YY[full_rows, self._all, slot[:, None]] = yy
-        self.start[rows] = torch.where(full, (self.start[rows] + 1) % self.m, self.start[rows])
-        self.count[rows] = torch.clamp(self.count[rows] + 1, max=self.m)
-        self.H_diag[rows] = ys / (y * y).sum(dim=1)
+        r, i = rows[:, None], torch.arange(used, device=rows.device)[None, :]
+        self.SY[r, j[:, None], i] = dots[:, :, 1, 2]  # s_new . y_i
+        self.SY[r, i, j[:, None]] = dots[:, :, 0, 1]  # s_i . y_new
+        self.YY[r, j[:, None], i] = dots[:, :, 1, 1]
+        self.YY[r, i, j[:, None]] = dots[:, :, 1, 1]
+
+    # History products for `rows` over the first `used` slots. A gather copies [k, m, 2, n]
+    # of history, which costs more than multiplying the whole buffer, so zero-padded full
+    # products are used unless few problems take part.
+    def _history_dots(self, V, rows, used):
+        """(s_i, y_i) . V[:, c] per slot i: V [k, c, n] -> [k, used, 2, c]. The (V @ W^T)
+        layout streams the history once; W @ V^T is several times slower with MKL."""
+        W = self.W[:, :used]
+        if 3 * len(rows) < len(self.W):
+            out = V @ W[rows].flatten(1, 2).mT
+        else:
+            out = (self._pad(V, rows) @ W.flatten(1, 2).mT)[rows]
+        return out.mT.unflatten(1, (used, 2))
+
+    def _history_combine(self, coef, rows, used):
+        """sum_i coef[:, i, 0] s_i + coef[:, i, 1] y_i: coef [k, used, 2] -> [k, n]."""
+        W = self.W[:, :used]
+        c = coef.flatten(1)[:, None, :]
+        if 3 * len(rows) < len(self.W):
+            return (c @ W[rows].flatten(1, 2)).squeeze(1)
+        return (self._pad(c, rows) @ W.flatten(1, 2)).squeeze(1)[rows]
+
+    def _pad(self, v, rows):
+        if len(rows) == self.W.shape[0]:
+            return v
+        full = v.new_zeros((self.W.shape[0], *v.shape[1:]))
+        full[rows] = v
+        return full
 
     def _mark_stalled(self, rows, x_before):
         """A problem whose whole step did not move sits at a fixed point of LBFGS: done."""
