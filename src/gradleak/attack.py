@@ -74,24 +74,47 @@ class DummyLayout:
 
 
 class ProblemObjective:
-    """f(x_rows, rows) -> (D [k], dD/dx [k, n]) for the optimizers, chunked to bound memory."""
+    """f(x_rows, rows) -> (D [k], dD/dx [k, n]) for the optimizers, chunked to bound memory.
 
-    def __init__(self, model, layout: DummyLayout, targets, fixed_labels, chunk_size: int = 0):
-        self.match = GradientMatch(model, optimize_labels=layout.with_labels)
+    With `compile`, every evaluation is padded to one of a few fixed sizes (chunk, chunk/8,
+    chunk/64, ...) so that the compiled objective sees a handful of shapes, not one per
+    number of running problems.
+    """
+
+    def __init__(self, model, layout: DummyLayout, targets, fixed_labels, chunk_size: int = 0,
+                 compile: bool = False):
+        self.match = GradientMatch(model, optimize_labels=layout.with_labels, compile=compile)
         self.layout, self.targets, self.fixed_labels = layout, targets, fixed_labels
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size or len(targets[0])
+        self.compile = compile
 
+    @torch.no_grad()  # one grad mode for every call: a change would recompile
     def __call__(self, x: torch.Tensor, rows: torch.Tensor):
-        step = self.chunk_size or len(rows)
+        step = self.chunk_size
         parts = [self._eval(x[i:i + step], rows[i:i + step]) for i in range(0, len(rows), step)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _eval(self, x, rows):
-        everyone = len(rows) == len(self.targets[0])  # skip the gather when all problems run
+        k = len(rows)
+        everyone = k == len(self.targets[0])  # skip the gather when all problems run
+        if self.compile:
+            x, rows = _pad_rows(x, self.padded_size(k)), _pad_rows(rows, self.padded_size(k))
         targets = self.targets if everyone else [t[rows] for t in self.targets]
         labels = self.layout.labels(x) if self.layout.with_labels else self.fixed_labels[rows]
         value, d_images, d_labels = self.match(self.layout.images(x), labels, targets)
-        return value.detach(), self.layout.flat(d_images, d_labels).detach()
+        return value[:k].detach(), self.layout.flat(d_images, d_labels)[:k].detach()
+
+    def padded_size(self, k: int) -> int:
+        size = self.chunk_size
+        while size > 1 and -(-size // 8) >= k:
+            size = -(-size // 8)
+        return size
+
+
+def _pad_rows(a: torch.Tensor, size: int) -> torch.Tensor:
+    """a with its last row repeated up to `size` rows (problems are independent, so the
+    copies change nothing but the shape)."""
+    return a if len(a) == size else torch.cat([a, a[-1:].expand(size - len(a), *a.shape[1:])])
 
 
 # --- the Lightning module ----------------------------------------------------------------------
@@ -203,7 +226,7 @@ class Attack:
             onehot = F.one_hot(self.inferred_labels, layout.num_classes).to(dtype)[:, None]
             fixed = onehot[self.target_of]
         per_problem = [t[self.target_of] for t in self.targets]
-        objective = ProblemObjective(self.model, layout, per_problem, fixed, cfg.chunk_size)
+        objective = ProblemObjective(self.model, layout, per_problem, fixed, cfg.chunk_size, cfg.compile)
         opts = dict(lr=cfg.lr, max_iter=cfg.max_iter, divergence_factor=cfg.divergence_factor)
         if cfg.optimizer == "lbfgs":
             opts.update(history_size=cfg.history_size,

@@ -90,6 +90,7 @@ class AttackSchema:
     divergence_factor: float = 1e4
     success_mse: float = 1e-3
     chunk_size: int = 0
+    compile: bool = False
     snapshots: int = 6
 
     def __post_init__(self):

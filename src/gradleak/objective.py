@@ -22,13 +22,15 @@ def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch
 class GradientMatch:
     """D_k and its gradient w.r.t. the dummy images (and label logits) for many problems."""
 
-    def __init__(self, model: nn.Module, optimize_labels: bool = True):
+    def __init__(self, model: nn.Module, optimize_labels: bool = True, compile: bool = False):
         self.model = model
         self.names = [n for n, _ in model.named_parameters()]
         self.params = {n: p.detach() for n, p in model.named_parameters()}
         self.optimize_labels = optimize_labels
         argnums = (0, 1) if optimize_labels else 0
         self._batched = vmap(grad_and_value(self._match, argnums=argnums))
+        if compile:  # inductor fuses the per-problem elementwise work around the convolutions
+            self._batched = torch.compile(self._batched, dynamic=False)
 
     def _param_grads(self, images, soft_labels) -> dict[str, torch.Tensor]:
         def loss_of(params):

@@ -77,10 +77,12 @@ class BatchedLBFGS(_Batched):
         self.line_search, self.max_ls = line_search, max_ls
         # Per-problem history as a ring buffer of (s, y) pairs: pair i (0 = oldest) sits in
         # slot (start + i) % m of W [K, m, 2, n]. Its dot products live in SY/YY, kept in
-        # chronological order: SY[i, j] = s_i . y_j, YY[i, j] = y_i . y_j.
+        # chronological order: YY[i, j] = y_i . y_j, and SY = the compact form's R, the upper
+        # triangle of s_i . y_j, with a unit diagonal where no pair is stored yet.
         self.W = torch.zeros(k, history_size, 2, n, **opts)
-        self.SY = torch.zeros(k, history_size, history_size, **opts)
+        self.SY = torch.eye(history_size, **opts).repeat(k, 1, 1)
         self.YY = torch.zeros(k, history_size, history_size, **opts)
+        self._spare_SY, self._spare_YY = self.SY.clone(), self.YY.clone()
         self.start = torch.zeros(k, dtype=torch.long, device=x0.device)
         self.count = torch.zeros(k, dtype=torch.long, device=x0.device)
         self.H_diag = torch.ones(k, **opts)
@@ -190,20 +192,17 @@ class BatchedLBFGS(_Batched):
         if used == 0:
             return -g
         perm = (self.start[rows, None] + torch.arange(used, device=g.device)) % self.m  # chrono -> slot
-        dots = self._history_dots(torch.stack([g, y, s], dim=1), rows, used)  # [k, used, 2, 3] by slot
-        dots = dots.gather(1, perm[:, :, None, None].expand(-1, -1, 2, 3))  # chronological
+        dots = self._history_dots(torch.stack([g, y], dim=1), rows, used)  # [k, used, 2, 2] by slot
+        dots = dots.gather(1, perm[:, :, None, None].expand(-1, -1, 2, 2))  # chronological
         self._record_products(rows[added], dots[added], self.count[rows[added]] - 1, used)
-        count, gamma = self.count[rows], self.H_diag[rows]
-        valid = torch.arange(used, device=g.device) < count[:, None]
-        both = valid[:, :, None] & valid[:, None, :]
-        SY, YY = self.SY[rows, :used, :used], self.YY[rows, :used, :used]
-        R = torch.where(both, SY.triu(), 0.0) + torch.diag_embed((~valid).to(g.dtype))
-        p1 = torch.where(valid, dots[:, :, 0, 0], 0.0)                      # S g
-        p2 = torch.where(valid, gamma[:, None] * dots[:, :, 1, 0], 0.0)     # gamma Y g
-        v = torch.linalg.solve_triangular(R, p1[:, :, None], upper=True)
-        DYv = torch.where(valid, SY.diagonal(dim1=1, dim2=2), 0.0)[:, :, None] * v \
-            + gamma[:, None, None] * torch.where(both, YY, 0.0) @ v
-        top = torch.linalg.solve_triangular(R.transpose(1, 2), DYv - p2[:, :, None], upper=False)
+        # Slots beyond a problem's count hold zeros, and so do their entries of S g, Y g and
+        # YY: no masking is needed (R's unit diagonal there makes v and top zero).
+        gamma = self.H_diag[rows]
+        R, YY = (self._rows(M, rows)[:, :used, :used] for M in (self.SY, self.YY))
+        p1, p2 = dots[:, :, 0, 0, None], gamma[:, None, None] * dots[:, :, 1, 0, None]  # S g, gamma Y g
+        v = torch.linalg.solve_triangular(R, p1, upper=True)
+        DYv = R.diagonal(dim1=1, dim2=2)[:, :, None] * v + gamma[:, None, None] * (YY @ v)
+        top = torch.linalg.solve_triangular(R.mT, DYv - p2, upper=False)
         coef = torch.stack([top.squeeze(2), -gamma[:, None] * v.squeeze(2)], dim=2)  # [k, used, 2]
         coef_slot = torch.zeros_like(coef).scatter(1, perm[:, :, None].expand(-1, -1, 2), coef)
         Hg = gamma[:, None] * g + self._history_combine(coef_slot, rows, used)
@@ -220,21 +219,36 @@ class BatchedLBFGS(_Batched):
         full = self.count[r] == self.m
         slot = (self.start[r] + self.count[r]) % self.m  # == start when full: the oldest
         self.W[r, slot, 0], self.W[r, slot, 1] = s[added], y[added]
-        shift = r[full]  # chronological matrices lose their first row and column
-        self.SY[shift, :-1, :-1] = self.SY[shift, 1:, 1:].clone()
-        self.YY[shift, :-1, :-1] = self.YY[shift, 1:, 1:].clone()
+        self._drop_oldest(r[full])
         self.start[r] = torch.where(full, (self.start[r] + 1) % self.m, self.start[r])
         self.count[r] = torch.clamp(self.count[r] + 1, max=self.m)
         self.H_diag[r] = ys[added] / (y[added] * y[added]).sum(dim=1)
         return added
 
+    def _drop_oldest(self, rows):
+        """Chronological matrices of full histories lose their first row and column: in the
+        flattened [m * m] layout, entry (i, j) moves m + 1 places back, one contiguous copy.
+        What lands in the last column (and YY's last row) is overwritten by the new pair's
+        products; R's last row below the diagonal is zero in both buffers."""
+        if rows.numel() == 0:
+            return
+        keep = self.m * self.m - self.m - 1
+        if len(rows) == len(self.SY):  # every problem: copy into the spare buffers and swap
+            for M, spare in ((self.SY, self._spare_SY), (self.YY, self._spare_YY)):
+                spare.view(len(M), -1)[:, :keep] = M.view(len(M), -1)[:, self.m + 1:]
+            self.SY, self._spare_SY = self._spare_SY, self.SY
+            self.YY, self._spare_YY = self._spare_YY, self.YY
+            return
+        for M in (self.SY, self.YY):
+            flat = M.view(len(M), -1)
+            flat[rows, :keep] = flat[rows, self.m + 1:]
+
     def _record_products(self, rows, dots, j, used):
-        """Fill row and column j (the new pair) of SY and YY from the history products:
-        dots[:, i] holds (s_i, y_i) . (g, y_new, s_new)."""
+        """Fill column j (the new pair) of R and row and column j of YY from the history
+        products: dots[:, i] holds (s_i, y_i) . (g, y_new). Entries below R's diagonal stay 0."""
         if rows.numel() == 0:
             return
         r, i = rows[:, None], torch.arange(used, device=rows.device)[None, :]
-        self.SY[r, j[:, None], i] = dots[:, :, 1, 2]  # s_new . y_i
         self.SY[r, i, j[:, None]] = dots[:, :, 0, 1]  # s_i . y_new
         self.YY[r, j[:, None], i] = dots[:, :, 1, 1]
         self.YY[r, i, j[:, None]] = dots[:, :, 1, 1]
@@ -243,14 +257,14 @@ class BatchedLBFGS(_Batched):
     # of history, which costs more than multiplying the whole buffer, so zero-padded full
     # products are used unless few problems take part.
     def _history_dots(self, V, rows, used):
-        """(s_i, y_i) . V[:, c] per slot i: V [k, c, n] -> [k, used, 2, c]. The (V @ W^T)
-        layout streams the history once; W @ V^T is several times slower with MKL."""
+        """(s_i, y_i) . V[:, c] per slot i: V [k, c, n] -> [k, used, 2, c]. MKL streams the
+        history fastest as W @ V^T for c = 2 (V @ W^T is 2x slower; c = 3 is 3x slower)."""
         W = self.W[:, :used]
         if 3 * len(rows) < len(self.W):
-            out = V @ W[rows].flatten(1, 2).mT
+            out = W[rows].flatten(1, 2) @ V.mT
         else:
-            out = (self._pad(V, rows) @ W.flatten(1, 2).mT)[rows]
-        return out.mT.unflatten(1, (used, 2))
+            out = (W.flatten(1, 2) @ self._pad(V, rows).mT)[rows]
+        return out.unflatten(1, (used, 2))
 
     def _history_combine(self, coef, rows, used):
         """sum_i coef[:, i, 0] s_i + coef[:, i, 1] y_i: coef [k, used, 2] -> [k, n]."""
@@ -259,6 +273,10 @@ class BatchedLBFGS(_Batched):
         if 3 * len(rows) < len(self.W):
             return (c @ W[rows].flatten(1, 2)).squeeze(1)
         return (self._pad(c, rows) @ W.flatten(1, 2)).squeeze(1)[rows]
+
+    def _rows(self, M, rows):
+        """M[rows] without copying when every problem takes part (rows come sorted)."""
+        return M if len(rows) == len(M) else M[rows]
 
     def _pad(self, v, rows):
         if len(rows) == self.W.shape[0]:
