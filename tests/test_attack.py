@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gradleak.attack import Attack, idlg_labels, run_attack, shared_gradients
+from gradleak.attack import Attack, DummyLayout, ProblemObjective, idlg_labels, run_attack, shared_gradients
 from gradleak.data import load_split
 from gradleak.defenses import defense_from_config
 from gradleak.models import LeNet
@@ -92,3 +92,19 @@ def test_stronger_defense_hurts_reconstruction(digits):
                          accelerator="cpu", progress_bar=False)
         mse[scale] = sorted(t["mse"] for t in out.targets)[1]
     assert mse[1e-4] < 1e-3 < mse[1e-1]
+
+
+def test_compiled_objective_matches_eager_also_for_padded_subsets(digits):
+    images, labels = targets_of(digits, 8, 1)
+    model = victim().eval().requires_grad_(False)
+    targets = shared_gradients(model, images, labels)
+    layout = DummyLayout(1, (1, 8, 8), 10, with_labels=True)
+    x = torch.randn(8, layout.image_numel + 10, generator=torch.Generator().manual_seed(0))
+    eager = ProblemObjective(model, layout, targets, None)
+    compiled = ProblemObjective(model, layout, targets, None, compile=True)
+    assert [compiled.padded_size(k) for k in (8, 5, 2, 1)] == [8, 8, 8, 1]
+    for rows in (torch.arange(8), torch.tensor([1, 4, 6]), torch.tensor([5])):
+        (v_eager, g_eager), (v_comp, g_comp) = eager(x[rows], rows), compiled(x[rows], rows)
+        assert v_comp.shape == (len(rows),) and g_comp.shape == (len(rows), x.shape[1])
+        torch.testing.assert_close(v_comp, v_eager, rtol=1e-4, atol=0)
+        torch.testing.assert_close(g_comp, g_eager, rtol=1e-4, atol=1e-4 * float(g_eager.abs().max()))

@@ -14,12 +14,12 @@ class ReferenceDLG:
     counts closure calls, the unit of work of an attack."""
 
     def __init__(self, model: nn.Module, target: list[torch.Tensor], images0: torch.Tensor,
-                 logits0: torch.Tensor, optimize_labels: bool = True):
+                 logits0: torch.Tensor, optimize_labels: bool = True, history_size: int = 100):
         self.model, self.target, self.optimize_labels = model, target, optimize_labels
         self.images = images0.clone().requires_grad_(True)
         self.logits = logits0.clone().requires_grad_(optimize_labels)
         self.variables = [self.images, self.logits] if optimize_labels else [self.images]
-        self.opt = torch.optim.LBFGS(self.variables, lr=1, history_size=100, max_iter=20)
+        self.opt = torch.optim.LBFGS(self.variables, lr=1, history_size=history_size, max_iter=20)
         self.evals = 0
 
     def _closure(self):
@@ -41,9 +41,10 @@ class ReferenceDLG:
                 p.requires_grad_(flag)
 
 
-def reference_dlg(model, target, images0, logits0, steps: int, optimize_labels: bool = True):
+def reference_dlg(model, target, images0, logits0, steps: int, optimize_labels: bool = True,
+                  history_size: int = 100):
     """Run `steps` LBFGS steps; returns (images, logits, losses per step, evals)."""
-    attack = ReferenceDLG(model, target, images0, logits0, optimize_labels)
+    attack = ReferenceDLG(model, target, images0, logits0, optimize_labels, history_size)
     losses = [attack.step() for _ in range(steps)]
     return (attack.images.detach(), attack.logits.detach(),
             torch.tensor(losses, dtype=images0.dtype), attack.evals)
