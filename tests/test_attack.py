@@ -94,7 +94,7 @@ def test_stronger_defense_hurts_reconstruction(digits):
     assert mse[1e-4] < 1e-3 < mse[1e-1]
 
 
-def test_compiled_objective_matches_eager_also_for_padded_subsets(digits):
+def test_compiled_objective_matches_eager_also_for_padded_and_small_subsets(digits):
     images, labels = targets_of(digits, 8, 1)
     model = victim().eval().requires_grad_(False)
     targets = shared_gradients(model, images, labels)
@@ -102,8 +102,8 @@ def test_compiled_objective_matches_eager_also_for_padded_subsets(digits):
     x = torch.randn(8, layout.image_numel + 10, generator=torch.Generator().manual_seed(0))
     eager = ProblemObjective(model, layout, targets, None)
     compiled = ProblemObjective(model, layout, targets, None, compile=True)
-    assert [compiled.padded_size(k) for k in (8, 5, 2, 1)] == [8, 8, 8, 1]
-    for rows in (torch.arange(8), torch.tensor([1, 4, 6]), torch.tensor([5])):
+    assert [compiled.runs_compiled(k) for k in (8, 6, 5, 1)] == [True, True, False, False]
+    for rows in (torch.arange(8), torch.tensor([0, 1, 2, 4, 6, 7]), torch.tensor([5])):
         (v_eager, g_eager), (v_comp, g_comp) = eager(x[rows], rows), compiled(x[rows], rows)
         assert v_comp.shape == (len(rows),) and g_comp.shape == (len(rows), x.shape[1])
         torch.testing.assert_close(v_comp, v_eager, rtol=1e-4, atol=0)

@@ -76,9 +76,10 @@ class DummyLayout:
 class ProblemObjective:
     """f(x_rows, rows) -> (D [k], dD/dx [k, n]) for the optimizers, chunked to bound memory.
 
-    With `compile`, every evaluation is padded to one of a few fixed sizes (chunk, chunk/8,
-    chunk/64, ...) so that the compiled objective sees a handful of shapes, not one per
-    number of running problems.
+    With `compile`, an evaluation of at least 2/3 of a chunk runs compiled, padded to the
+    chunk size, so the compiled objective sees one shape (one compilation); smaller ones
+    (a line search's retries, the last few running problems) run eagerly, where padding
+    would cost more than compiling saves.
     """
 
     def __init__(self, model, layout: DummyLayout, targets, fixed_labels, chunk_size: int = 0,
@@ -94,21 +95,19 @@ class ProblemObjective:
         parts = [self._eval(x[i:i + step], rows[i:i + step]) for i in range(0, len(rows), step)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
+    def runs_compiled(self, k: int) -> bool:
+        return self.compile and 3 * k >= 2 * self.chunk_size
+
     def _eval(self, x, rows):
         k = len(rows)
         everyone = k == len(self.targets[0])  # skip the gather when all problems run
-        if self.compile:
-            x, rows = _pad_rows(x, self.padded_size(k)), _pad_rows(rows, self.padded_size(k))
+        compiled = self.runs_compiled(k)
+        if compiled:
+            x, rows = _pad_rows(x, self.chunk_size), _pad_rows(rows, self.chunk_size)
         targets = self.targets if everyone else [t[rows] for t in self.targets]
         labels = self.layout.labels(x) if self.layout.with_labels else self.fixed_labels[rows]
-        value, d_images, d_labels = self.match(self.layout.images(x), labels, targets)
+        value, d_images, d_labels = self.match(self.layout.images(x), labels, targets, compiled)
         return value[:k].detach(), self.layout.flat(d_images, d_labels)[:k].detach()
-
-    def padded_size(self, k: int) -> int:
-        size = self.chunk_size
-        while size > 1 and -(-size // 8) >= k:
-            size = -(-size // 8)
-        return size
 
 
 def _pad_rows(a: torch.Tensor, size: int) -> torch.Tensor:

@@ -28,9 +28,9 @@ class GradientMatch:
         self.params = {n: p.detach() for n, p in model.named_parameters()}
         self.optimize_labels = optimize_labels
         argnums = (0, 1) if optimize_labels else 0
-        self._batched = vmap(grad_and_value(self._match, argnums=argnums))
-        if compile:  # inductor fuses the per-problem elementwise work around the convolutions
-            self._batched = torch.compile(self._batched, dynamic=False)
+        self._eager = vmap(grad_and_value(self._match, argnums=argnums))
+        # inductor fuses the per-problem elementwise work around the convolutions
+        self._compiled = torch.compile(self._eager, dynamic=False) if compile else None
 
     def _param_grads(self, images, soft_labels) -> dict[str, torch.Tensor]:
         def loss_of(params):
@@ -42,10 +42,11 @@ class GradientMatch:
         grads = self._param_grads(images, soft)
         return sum(((grads[n] - t) ** 2).sum() for n, t in zip(self.names, targets))
 
-    def __call__(self, images, labels, targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def __call__(self, images, labels, targets, compiled: bool = False):
         """images [K,B,C,H,W]; labels: logits [K,B,classes] (soft) or fixed soft labels (iDLG);
-        targets: list of [K, *param.shape]. Returns D [K], dD/dimages, dD/dlabels (or None)."""
-        grads, value = self._batched(images, labels, targets)
+        targets: list of [K, *param.shape]. Returns D [K], dD/dimages, dD/dlabels (or None).
+        `compiled` runs the torch.compile'd version (built with compile=True)."""
+        grads, value = (self._compiled if compiled else self._eager)(images, labels, targets)
         if self.optimize_labels:
             return value, grads[0], grads[1]
         return value, grads, None
