@@ -101,10 +101,11 @@ def test_compiled_objective_matches_eager_also_for_padded_and_small_subsets(digi
     layout = DummyLayout(1, (1, 8, 8), 10, with_labels=True)
     x = torch.randn(8, layout.image_numel + 10, generator=torch.Generator().manual_seed(0))
     eager = ProblemObjective(model, layout, targets, None)
-    compiled = ProblemObjective(model, layout, targets, None, compile=True)
-    assert [compiled.runs_compiled(k) for k in (8, 6, 5, 1)] == [True, True, False, False]
-    for rows in (torch.arange(8), torch.tensor([0, 1, 2, 4, 6, 7]), torch.tensor([5])):
-        (v_eager, g_eager), (v_comp, g_comp) = eager(x[rows], rows), compiled(x[rows], rows)
-        assert v_comp.shape == (len(rows),) and g_comp.shape == (len(rows), x.shape[1])
-        torch.testing.assert_close(v_comp, v_eager, rtol=1e-4, atol=0)
-        torch.testing.assert_close(g_comp, g_eager, rtol=1e-4, atol=1e-4 * float(g_eager.abs().max()))
+    for chunk in (0, 4):  # one chunk (missing rows zero-filled); chunks of 4 (last one padded)
+        compiled = ProblemObjective(model, layout, targets, None, chunk_size=chunk, compile=True)
+        for rows in (torch.arange(8), torch.tensor([0, 1, 2, 4, 6, 7]), torch.tensor([5])):
+            (v_eager, g_eager), (v_comp, g_comp) = eager(x[rows], rows), compiled(x[rows], rows)
+            assert v_comp.shape == (len(rows),) and g_comp.shape == (len(rows), x.shape[1])
+            torch.testing.assert_close(v_comp, v_eager, rtol=1e-4, atol=0)
+            torch.testing.assert_close(g_comp, g_eager, rtol=1e-4, atol=1e-4 * float(g_eager.abs().max()))
+    assert [compiled.runs_compiled(k) for k in (4, 3, 2, 1)] == [True, True, False, False]

@@ -76,10 +76,11 @@ class DummyLayout:
 class ProblemObjective:
     """f(x_rows, rows) -> (D [k], dD/dx [k, n]) for the optimizers, chunked to bound memory.
 
-    With `compile`, an evaluation of at least 2/3 of a chunk runs compiled, padded to the
-    chunk size, so the compiled objective sees one shape (one compilation); smaller ones
-    (a line search's retries, the last few running problems) run eagerly, where padding
-    would cost more than compiling saves.
+    With `compile`, an evaluation of at least 2/3 of a chunk runs compiled at the chunk's
+    size, so the compiled objective sees one shape (one compilation): the missing rows are
+    zeros (one chunk: then the targets need no gather) or copies of the last row. Smaller
+    evaluations (a line search's retries, the last few running problems) run eagerly,
+    where padding would cost more than compiling saves.
     """
 
     def __init__(self, model, layout: DummyLayout, targets, fixed_labels, chunk_size: int = 0,
@@ -99,21 +100,35 @@ class ProblemObjective:
         return self.compile and 3 * k >= 2 * self.chunk_size
 
     def _eval(self, x, rows):
-        k = len(rows)
-        everyone = k == len(self.targets[0])  # skip the gather when all problems run
+        total, k = len(self.targets[0]), len(rows)
+        keep = slice(0, k)
         compiled = self.runs_compiled(k)
-        if compiled:
-            x, rows = _pad_rows(x, self.chunk_size), _pad_rows(rows, self.chunk_size)
+        if compiled and k < self.chunk_size:
+            if self.chunk_size == total:  # one chunk: the other problems' rows get zeros
+                x, keep, rows = _scatter_rows(x, rows, total), rows, None
+            else:
+                x, rows = _pad_rows(x, self.chunk_size), _pad_rows(rows, self.chunk_size)
+        everyone = rows is None or len(rows) == total  # no gather of targets and labels
         targets = self.targets if everyone else [t[rows] for t in self.targets]
-        labels = self.layout.labels(x) if self.layout.with_labels else self.fixed_labels[rows]
+        if self.layout.with_labels:
+            labels = self.layout.labels(x)
+        else:
+            labels = self.fixed_labels if everyone else self.fixed_labels[rows]
         value, d_images, d_labels = self.match(self.layout.images(x), labels, targets, compiled)
-        return value[:k].detach(), self.layout.flat(d_images, d_labels)[:k].detach()
+        return value[keep].detach(), self.layout.flat(d_images, d_labels)[keep].detach()
 
 
 def _pad_rows(a: torch.Tensor, size: int) -> torch.Tensor:
     """a with its last row repeated up to `size` rows (problems are independent, so the
     copies change nothing but the shape)."""
     return a if len(a) == size else torch.cat([a, a[-1:].expand(size - len(a), *a.shape[1:])])
+
+
+def _scatter_rows(x: torch.Tensor, rows: torch.Tensor, total: int) -> torch.Tensor:
+    """x's rows placed at `rows` of a [total, n] batch of zeros."""
+    full = x.new_zeros((total, x.shape[1]))
+    full[rows] = x
+    return full
 
 
 # --- the Lightning module ----------------------------------------------------------------------

@@ -191,6 +191,18 @@ class BatchedLBFGS(_Batched):
         used = int(self.count[rows].max())
         if used == 0:
             return -g
+        if len(rows) < len(self.W) <= 3 * len(rows):
+            # Most problems take part: computing for all of them (zeros for the others)
+            # costs less than gathering their histories and matrices.
+            everyone = torch.arange(len(self.W), device=g.device)
+            Hg = self._inverse_hessian_times(everyone, self._pad(g, rows), self._pad(y, rows),
+                                             self._pad(added, rows), used)[rows]
+        else:
+            Hg = self._inverse_hessian_times(rows, g, y, added, used)
+        return torch.where(first[:, None], -g, -Hg)
+
+    def _inverse_hessian_times(self, rows, g, y, added, used):
+        """H g for `rows`, after recording the products of their `added` new pairs."""
         perm = (self.start[rows, None] + torch.arange(used, device=g.device)) % self.m  # chrono -> slot
         dots = self._history_dots(torch.stack([g, y], dim=1), rows, used)  # [k, used, 2, 2] by slot
         dots = dots.gather(1, perm[:, :, None, None].expand(-1, -1, 2, 2))  # chronological
@@ -205,8 +217,7 @@ class BatchedLBFGS(_Batched):
         top = torch.linalg.solve_triangular(R.mT, DYv - p2, upper=False)
         coef = torch.stack([top.squeeze(2), -gamma[:, None] * v.squeeze(2)], dim=2)  # [k, used, 2]
         coef_slot = torch.zeros_like(coef).scatter(1, perm[:, :, None].expand(-1, -1, 2), coef)
-        Hg = gamma[:, None] * g + self._history_combine(coef_slot, rows, used)
-        return torch.where(first[:, None], -g, -Hg)
+        return gamma[:, None] * g + self._history_combine(coef_slot, rows, used)
 
     def _add_pairs(self, rows, update, s, y):
         """Store each updating problem's new (s, y) pair if it passes torch's curvature
@@ -232,16 +243,21 @@ class BatchedLBFGS(_Batched):
         products; R's last row below the diagonal is zero in both buffers."""
         if rows.numel() == 0:
             return
-        keep = self.m * self.m - self.m - 1
-        if len(rows) == len(self.SY):  # every problem: copy into the spare buffers and swap
-            for M, spare in ((self.SY, self._spare_SY), (self.YY, self._spare_YY)):
-                spare.view(len(M), -1)[:, :keep] = M.view(len(M), -1)[:, self.m + 1:]
-            self.SY, self._spare_SY = self._spare_SY, self.SY
-            self.YY, self._spare_YY = self._spare_YY, self.YY
+        keep, k = self.m * self.m - self.m - 1, len(self.SY)
+        if 3 * len(rows) < k:  # few problems: move only theirs
+            for M in (self.SY, self.YY):
+                flat = M.view(k, -1)
+                flat[rows, :keep] = flat[rows, self.m + 1:]
             return
-        for M in (self.SY, self.YY):
-            flat = M.view(len(M), -1)
-            flat[rows, :keep] = flat[rows, self.m + 1:]
+        # Many: write every problem's matrices, shifted or not, into the spare buffers and swap.
+        shift = torch.zeros(k, 1, dtype=torch.bool, device=rows.device)
+        shift[rows] = True
+        for M, spare in ((self.SY, self._spare_SY), (self.YY, self._spare_YY)):
+            old, new = M.view(k, -1), spare.view(k, -1)
+            torch.where(shift, old[:, self.m + 1:], old[:, :keep], out=new[:, :keep])
+            new[:, keep:] = old[:, keep:]
+        self.SY, self._spare_SY = self._spare_SY, self.SY
+        self.YY, self._spare_YY = self._spare_YY, self.YY
 
     def _record_products(self, rows, dots, j, used):
         """Fill column j (the new pair) of R and row and column j of YY from the history
@@ -263,7 +279,7 @@ class BatchedLBFGS(_Batched):
         if 3 * len(rows) < len(self.W):
             out = W[rows].flatten(1, 2) @ V.mT
         else:
-            out = (W.flatten(1, 2) @ self._pad(V, rows).mT)[rows]
+            out = self._rows(W.flatten(1, 2) @ self._pad(V, rows).mT, rows)
         return out.unflatten(1, (used, 2))
 
     def _history_combine(self, coef, rows, used):
@@ -272,7 +288,7 @@ class BatchedLBFGS(_Batched):
         c = coef.flatten(1)[:, None, :]
         if 3 * len(rows) < len(self.W):
             return (c @ W[rows].flatten(1, 2)).squeeze(1)
-        return (self._pad(c, rows) @ W.flatten(1, 2)).squeeze(1)[rows]
+        return self._rows((self._pad(c, rows) @ W.flatten(1, 2)).squeeze(1), rows)
 
     def _rows(self, M, rows):
         """M[rows] without copying when every problem takes part (rows come sorted)."""
