@@ -254,7 +254,10 @@ class BatchedLBFGS(_Batched):
         shift[rows] = True
         for M, spare in ((self.SY, self._spare_SY), (self.YY, self._spare_YY)):
             old, new = M.view(k, -1), spare.view(k, -1)
-            torch.where(shift, old[:, self.m + 1:], old[:, :keep], out=new[:, :keep])
+            if len(rows) == k:
+                new[:, :keep] = old[:, self.m + 1:]
+            else:
+                torch.where(shift, old[:, self.m + 1:], old[:, :keep], out=new[:, :keep])
             new[:, keep:] = old[:, keep:]
         self.SY, self._spare_SY = self._spare_SY, self.SY
         self.YY, self._spare_YY = self._spare_YY, self.YY
