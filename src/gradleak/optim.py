@@ -181,7 +181,7 @@ class BatchedLBFGS(_Batched):
 
         Computed in the compact form of Byrd, Nocedal & Schnabel (1994), which equals
         torch's two-loop recursion in exact arithmetic but reads the history twice per
-        iteration (one product with [g, y, s], one combination) instead of 4 x history
+        iteration (one product with [g, y], one combination) instead of 4 x history
         sequential vector updates.
         """
         first = self.n_iter[rows] == 1
@@ -277,7 +277,7 @@ class BatchedLBFGS(_Batched):
     # products are used unless few problems take part.
     def _history_dots(self, V, rows, used):
         """(s_i, y_i) . V[:, c] per slot i: V [k, c, n] -> [k, used, 2, c]. MKL streams the
-        history fastest as W @ V^T for c = 2 (V @ W^T is 2x slower; c = 3 is 3x slower)."""
+        history fastest as W @ V^T for c = 2 (V @ W^T is 2x slower, c = 3 several times)."""
         W = self.W[:, :used]
         if 3 * len(rows) < len(self.W):
             out = W[rows].flatten(1, 2) @ V.mT
@@ -294,7 +294,7 @@ class BatchedLBFGS(_Batched):
         return self._rows((self._pad(c, rows) @ W.flatten(1, 2)).squeeze(1), rows)
 
     def _rows(self, M, rows):
-        """M[rows] without copying when every problem takes part (rows come sorted)."""
+        """M[rows] without copying when every problem takes part (rows are sorted, unique)."""
         return M if len(rows) == len(M) else M[rows]
 
     def _pad(self, v, rows):
