@@ -33,7 +33,7 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="small step budget (2 CPU cores, < 5 min)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("-k", "--problems", type=int, default=None, help="our batch of attacks (default 64 cpu, 4096 cuda)")
-    p.add_argument("--reference-images", type=int, default=4, help="images the reference loop attacks")
+    p.add_argument("--reference-images", type=int, default=8, help="images the reference loop attacks")
     p.add_argument("--steps", type=int, default=None, help="L-BFGS steps (default 300, --quick 40)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-dir", default=os.environ.get("GRADLEAK_DATA_DIR", "data"))
@@ -67,8 +67,8 @@ def setup(args, k: int, device):
     targets = shared_gradients(model, images, labels)
     layout = DummyLayout(1, test.shape, test.num_classes, with_labels=True)
     gen = torch.Generator().manual_seed(args.seed + 1)
-    x0 = torch.cat([torch.randn(k, layout.image_numel, generator=gen),
-                    torch.randn(k, test.num_classes, generator=gen)], dim=1).to(device)
+    # one draw, row by row: problem i starts from the same point whatever K is
+    x0 = torch.randn(k, layout.image_numel + test.num_classes, generator=gen).to(device)
     return model, images, targets, layout, x0
 
 
