@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from gradleak.attack import DummyLayout, ProblemObjective, shared_gradients
 from gradleak.data import load_split
 from gradleak.models import LeNet
-from gradleak.optim import DIVERGED, BatchedLBFGS
+from gradleak.optim import CONVERGED, DIVERGED, BatchedLBFGS
 from gradleak.reference import reference_dlg
 
 K, STEPS, TOL = 8, 20, 1e-4
@@ -111,3 +111,22 @@ def test_backtracking_never_increases_loss(problem):
     assert (traj[:, 1:] <= traj[:, :-1] * (1 + 1e-12)).all()
     assert (opt.state.status != DIVERGED).all()
     assert float(traj[:, -1].median()) < 1e-2 * float(traj[:, 0].median())
+
+
+def test_frozen_problem_with_full_history_leaves_restarted_ones_alone(problem):
+    """Problem 0 stops with a full, wrapped-around history while problems 1 and 2 restart
+    from an empty one: their iterations (which compute directions for all three, the
+    frozen one included) must equal a run of the two alone (first 3 steps, as above)."""
+    model, layout, targets, x0 = problem
+    rows = torch.arange(3)
+    objective = ProblemObjective(model, layout, [t[rows] for t in targets], None)
+    opt = BatchedLBFGS(objective, x0[rows].clone(), history_size=5)
+    opt.step()
+    assert opt.start[0] != 0 and opt.count[0] == 5  # full and wrapped around
+    opt.state.status[0] = CONVERGED
+    fresh = BatchedLBFGS(objective, opt.state.x.clone(), history_size=5)  # empty histories
+    for name in ("W", "SY", "YY", "start", "count", "H_diag", "n_iter"):
+        getattr(opt, name)[1:] = getattr(fresh, name)[1:]
+    alone, _ = batched_trajectory(model, layout, targets, opt.state.x, torch.tensor([1, 2]), history_size=5)
+    together = torch.stack([opt.step() for _ in range(STEPS)], dim=1)
+    assert rel_diff(together[1:, :3], alone[:, :3]) < TOL  # short history: chaotic later on

@@ -196,7 +196,7 @@ class BatchedLBFGS(_Batched):
             # costs less than gathering their histories and matrices.
             everyone = torch.arange(len(self.W), device=g.device)
             Hg = self._inverse_hessian_times(everyone, self._pad(g, rows), self._pad(y, rows),
-                                             self._pad(added, rows), used)[rows]
+                                             self._pad(added, rows), int(self.count.max()))[rows]
         else:
             Hg = self._inverse_hessian_times(rows, g, y, added, used)
         return torch.where(first[:, None], -g, -Hg)
