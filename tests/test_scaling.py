@@ -165,8 +165,10 @@ def wait_for_children(db: Path, finished: int, timeout: float = 300) -> None:
     pytest.fail(f"never saw {finished} finished jobs and one running")
 
 
-# Job 3 of 4 runs long enough (Adam, many steps) to be caught RUNNING.
-FOUR = ["attack.optimizer=adam", "attack.num_targets=1", "attack.steps=5,6,30,7"]
+# Job 3 of 4 runs long enough (Adam, many steps: ~15 s) to be caught RUNNING, and to be
+# still running when a signal sent right after that lands (30 steps, ~3 s, was too short:
+# job 3 could finish first and job 4 be the one killed).
+FOUR = ["attack.optimizer=adam", "attack.num_targets=1", "attack.steps=5,6,150,7"]
 
 
 def test_resume_after_sigkill_runs_exactly_the_missing_jobs(tmp_path):
@@ -184,7 +186,7 @@ def test_resume_after_sigkill_runs_exactly_the_missing_jobs(tmp_path):
     assert "sweep: 4 jobs: 2 finished, 0 failed, 2 skipped" in again.stdout
     parents, children = split(runs(uri))
     new = [c for c in children if c.info.run_id not in before]
-    assert sorted(c.info.run_name for c in new) == ["attack.optimizer=adam attack.num_targets=1 attack.steps=30",
+    assert sorted(c.info.run_name for c in new) == ["attack.optimizer=adam attack.num_targets=1 attack.steps=150",
                                                     "attack.optimizer=adam attack.num_targets=1 attack.steps=7"]
     assert {c.info.status for c in new} == {"FINISHED"}
     killed = next(i for i, r in before.items() if r.info.status == "RUNNING")
