@@ -130,3 +130,16 @@ def test_frozen_problem_with_full_history_leaves_restarted_ones_alone(problem):
     alone, _ = batched_trajectory(model, layout, targets, opt.state.x, torch.tensor([1, 2]), history_size=5)
     together = torch.stack([opt.step() for _ in range(STEPS)], dim=1)
     assert rel_diff(together[1:, :3], alone[:, :3]) < TOL  # short history: chaotic later on
+
+
+def test_few_running_problems_drop_old_pairs_on_the_gathered_path(problem):
+    """Six of 8 frozen at once, history 5: the two left wrap their histories on the
+    few-problems path and must match their run among all 8 (first 3 steps, as above)."""
+    model, layout, targets, x0 = problem
+    rows, poisoned = torch.arange(K), [0, 1, 2, 4, 5, 6]
+    clean, _ = batched_trajectory(model, layout, targets, x0, rows, history_size=5)
+    poisoned_targets = [t.clone() for t in targets]
+    poisoned_targets[0][poisoned] = float("nan")
+    traj, opt = batched_trajectory(model, layout, poisoned_targets, x0, rows, history_size=5)
+    assert (opt.state.status[poisoned] == DIVERGED).all()
+    assert rel_diff(traj[[3, 7], :3], clean[[3, 7], :3]) < TOL
