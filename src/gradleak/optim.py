@@ -272,26 +272,18 @@ class BatchedLBFGS(_Batched):
         self.YY[r, j[:, None], i] = dots[:, :, 1, 1]
         self.YY[r, i, j[:, None]] = dots[:, :, 1, 1]
 
-    # History products for `rows` over the first `used` slots. A gather copies [k, m, 2, n]
-    # of history, which costs more than multiplying the whole buffer, so zero-padded full
-    # products are used unless few problems take part.
+    # History products for `rows` over the first `used` slots: `rows` is every problem (the
+    # buffer is used as is) or a few (their part is gathered; see `_direction`).
     def _history_dots(self, V, rows, used):
         """(s_i, y_i) . V[:, c] per slot i: V [k, c, n] -> [k, used, 2, c]. MKL streams the
         history fastest as W @ V^T for c = 2 (V @ W^T is 2x slower, c = 3 several times)."""
-        W = self.W[:, :used]
-        if 3 * len(rows) < len(self.W):
-            out = W[rows].flatten(1, 2) @ V.mT
-        else:
-            out = self._rows(W.flatten(1, 2) @ self._pad(V, rows).mT, rows)
-        return out.unflatten(1, (used, 2))
+        W = self._rows(self.W[:, :used], rows).flatten(1, 2)
+        return (W @ V.mT).unflatten(1, (used, 2))
 
     def _history_combine(self, coef, rows, used):
         """sum_i coef[:, i, 0] s_i + coef[:, i, 1] y_i: coef [k, used, 2] -> [k, n]."""
-        W = self.W[:, :used]
-        c = coef.flatten(1)[:, None, :]
-        if 3 * len(rows) < len(self.W):
-            return (c @ W[rows].flatten(1, 2)).squeeze(1)
-        return self._rows((self._pad(c, rows) @ W.flatten(1, 2)).squeeze(1), rows)
+        W = self._rows(self.W[:, :used], rows).flatten(1, 2)
+        return (coef.flatten(1)[:, None, :] @ W).squeeze(1)
 
     def _rows(self, M, rows):
         """M[rows] without copying when every problem takes part (rows are sorted, unique)."""
