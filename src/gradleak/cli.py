@@ -111,8 +111,9 @@ def _check_places(cfg, out_key: str, uris: set, user: list[str]) -> None:
     """Where the work goes: the output folder, and the tracking store of each job."""
     out_dir = _output_dir(cfg, out_key)
     _check_writable(f"{out_key}={out_dir}", out_dir)
+    uri_key = _uri_key(user)
     for uri, experiment in sorted(uris):
-        _check_tracking(uri, experiment, _uri_key(user))
+        _check_tracking(uri, experiment, uri_key)
 
 
 def _output_dir(cfg, key: str) -> str:

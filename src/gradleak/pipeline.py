@@ -38,7 +38,7 @@ def run(cfg: DictConfig) -> float:
                              "run_id": mlrun.run_id, "parent_run_id": cfg.tracking.parent_run_id},
                   "train": None}
         grid = attack_and_report(cfg, test, report, out_dir, mlrun)
-        report["train"] = train_and_report(cfg, report, out_dir, mlrun)
+        report["train"] = train_and_report(cfg, test, report, out_dir, mlrun)
         mlrun.log_artifact(out_dir / "metrics.json")
     print(format_summary(report, out_dir, grid))
     return report["attack"]["mse_median"]
@@ -100,13 +100,13 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
     return grid
 
 
-def train_and_report(cfg, report: dict, out_dir: Path, mlrun):
+def train_and_report(cfg, test, report: dict, out_dir: Path, mlrun):
     """Train under the defense (unless train=none) and log what the defense costs."""
     if cfg.train.name == "none":
         return None  # metrics.json already says train: null
     from gradleak.training import run_training
 
-    result = run_training(cfg, logger=mlrun.lightning_logger())  # per-epoch train/* curves
+    result = run_training(cfg, logger=mlrun.lightning_logger(), test=test)  # per-epoch train/* curves
     mlrun.log_metrics({"utility_drop": result["utility_drop"], "train/wall_s": result["wall_s"],
                        "train/baseline_test_acc": result["baseline_test_acc"]})
     write_json(out_dir / "metrics.json", {**report, "train": result})

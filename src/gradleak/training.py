@@ -24,8 +24,8 @@ from .workers import server_gradient, split_among_workers
 
 CACHE_VERSION = 1  # bump when a change to training changes its results
 EVAL_BATCH = 1000
-CURVE_KEYS = ("test_acc", "test_loss", "train_loss")
 METRIC_NAMES = {"test_acc": "train/test_acc", "test_loss": "train/test_loss", "train_loss": "train/loss"}
+CURVE_KEYS = tuple(METRIC_NAMES)
 
 
 class TrainingConfigError(ConfigError):
@@ -48,7 +48,6 @@ class DefendedTraining(pl.LightningModule):
         self.metrics_logger = metrics_logger  # not Lightning's: curves use epochs as steps
         self.automatic_optimization = False
         self.curve = {"epoch": [], **{k: [] for k in CURVE_KEYS}}
-        self.vectorize = True
 
     def configure_optimizers(self):
         opt = OPTIMIZERS[self.tcfg.optimizer](self.model.parameters(), self.tcfg)
@@ -138,18 +137,19 @@ def baseline_key(cfg) -> str:
     return content_hash({"version": CACHE_VERSION, "dataset": dataset, "train": train, "seed": cfg.seed})
 
 
-def run_training(cfg, logger=None) -> dict:
+def run_training(cfg, logger=None, test: Split | None = None) -> dict:
     """Train under cfg.defense and compare with the cached undefended baseline.
 
     Returns {} for train=none. Otherwise test_acc, test_loss, train_loss (last epoch),
     baseline_test_acc, utility_drop = baseline_test_acc - test_acc, wall_s (training time
     of the returned result), epochs, curve (per-epoch lists) and cached_baseline. Per-epoch
-    metrics go to `logger` (a Lightning logger) with the epoch as step.
+    metrics go to `logger` (a Lightning logger) with the epoch as step. `test`: the
+    dataset's whole test split when the caller has it loaded already.
     """
     if cfg.train.name == "none":
         return {}
     check_train_config(cfg)
-    data = cache(lambda: load_train_test(cfg))  # not loaded when everything is cached
+    data = cache(lambda: load_train_test(cfg, test))  # not loaded when everything is cached
     undefended = cfg.defense.name == "none"
     baseline, cached = cached_json(cfg.train.cache_dir, baseline_key(cfg), lambda: fit(
         cfg, *data(), defense_from_config({"name": "none"}), logger if undefended else None))
@@ -168,11 +168,12 @@ def _replay_curve(logger, curve: dict) -> None:
         log_epoch(logger, epoch, {k: curve[k][i] for k in CURVE_KEYS})
 
 
-def load_train_test(cfg) -> tuple[Split, Split]:
+def load_train_test(cfg, test: Split | None = None) -> tuple[Split, Split]:
     """The dataset's train and test splits, cut to the profile's sizes by a seeded draw."""
     t = cfg.train
+    test = test if test is not None else load_split(cfg.dataset, "test")
     return (_subset(load_split(cfg.dataset, "train"), t.max_train_images, cfg.seed),
-            _subset(load_split(cfg.dataset, "test"), t.max_test_images, cfg.seed))
+            _subset(test, t.max_test_images, cfg.seed))
 
 
 def _subset(split: Split, limit, seed: int) -> Split:
