@@ -4,8 +4,8 @@ from pathlib import Path
 
 import hydra
 
-from gradleak.cli import preflight_or_exit
-from gradleak.sweep import run_guarded
+from gradleak.jobs.preflight import preflight_or_exit
+from gradleak.jobs.sweeps import run_guarded
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -13,7 +13,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg) -> float | None:
     # Imported here: a process that only dispatches jobs (joblib, submitit) never needs it.
-    from gradleak.pipeline import run
+    from gradleak.jobs.job import run
 
     return run_guarded(run, cfg)
 

@@ -19,11 +19,12 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from gradleak.attack import DummyLayout, ProblemObjective, shared_gradients
-from gradleak.data import DatasetError, load_split
-from gradleak.models import LeNet
-from gradleak.optim import BatchedLBFGS
-from gradleak.reference import ReferenceDLG
+from gradleak.engine.optimizers import BatchedLBFGS
+from gradleak.engine.problems import DummyLayout, ProblemObjective
+from gradleak.engine.published import ReferenceDLG
+from gradleak.victim.data import DatasetError, load_split
+from gradleak.victim.gradients import shared_gradients
+from gradleak.victim.models import LeNet
 
 SUCCESS_MSE = 1e-3
 

@@ -9,8 +9,8 @@ import time
 
 import torch
 
-from gradleak.models import build_model
-from gradleak.workers import worker_gradients
+from gradleak.victim.clients import worker_gradients
+from gradleak.victim.models import build_model
 
 CASES = [  # model, channels, image side, global batch
     ("lenet", 1, 28, 64), ("lenet", 1, 28, 256), ("lenet", 3, 32, 128),

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gradleak.results import collect, write_tables
+from gradleak.report.collect import collect, write_tables
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gradleak.figures import make_all
+from gradleak.report.figures import make_all
 
 
 def main(argv=None) -> int:

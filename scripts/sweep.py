@@ -2,8 +2,9 @@
 
     python scripts/sweep.py noise        # -> results/sweeps/noise/<n>_<overrides>/metrics.json
 
-The grid comes from params.yaml (`grids`, `datasets`), the profile's targets, steps,
-seeds and training size from `profiles.<profile>`.
+The study is a Hydra config: conf/study/<profile>.yaml (seeds, dataset, attack and
+training sizes) composed with conf/study/stages.yaml (the grids); params.yaml names the
+profile.
 """
 import argparse
 import os
@@ -12,9 +13,17 @@ import sys
 from pathlib import Path
 
 import yaml
+from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "results" / "sweeps"
+STUDY_DIR = ROOT / "conf" / "study"
+
+
+def load_study(profile: str):
+    """conf/study/<profile>.yaml, composed through Hydra's compose API."""
+    with initialize_config_dir(config_dir=str(STUDY_DIR), version_base="1.3"):
+        return compose(config_name=profile)
 
 
 def main() -> int:
@@ -23,32 +32,34 @@ def main() -> int:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     args = parser.parse_args()
     params = yaml.safe_load(args.params.read_text())
-    profile = params["profiles"][params["profile"]]
+    study = load_study(params["profile"])
     data_dir = os.environ.get("GRADLEAK_DATA_DIR", params["data_dir"])
     out = SWEEPS / args.stage
-    seeds = "seed=" + ",".join(map(str, profile["seeds"]))
+    seeds = "seed=" + ",".join(map(str, study.seeds))
     if args.stage == "datasets":
-        return run_datasets(params, profile, data_dir, seeds, out)
-    grid = params["grids"][args.stage]
-    train = [] if args.stage == "batch" else profile["train"]
-    return multirun([*grid, f"dataset={profile['dataset']}", *profile["attack"], *train, seeds],
-                    data_dir, out)
+        return run_datasets(study, data_dir, seeds, out)
+    if args.stage not in study.stages:
+        print(f"sweep: stage={args.stage}: allowed datasets, {', '.join(study.stages)}", file=sys.stderr)
+        return 2
+    grid = list(study.stages[args.stage])
+    train = [] if args.stage == "batch" else list(study.train)
+    return multirun([*grid, f"dataset={study.dataset}", *study.attack, *train, seeds], data_dir, out)
 
 
-def run_datasets(params, profile, data_dir, seeds, out: Path) -> int:
+def run_datasets(study, data_dir, seeds, out: Path) -> int:
     """Undefended attack on every dataset that loads here; one sub-sweep per dataset."""
-    jobs = {name: [f"dataset={name}"] for name in params["datasets"]}
-    jobs.update({name: overrides for name, overrides in params["extra_datasets"].items()
+    jobs = {name: [f"dataset={name}"] for name in study.datasets}
+    jobs.update({name: list(overrides) for name, overrides in study.extra_datasets.items()
                  if _path_exists(overrides)})
     failures = 0
     for name, overrides in jobs.items():
-        rc = multirun([*overrides, "defense=none", *profile["attack"], seeds], data_dir, out / name,
+        rc = multirun([*overrides, "defense=none", *study.attack, seeds], data_dir, out / name,
                       skip_missing=True)
         failures += rc not in (0, 2)
     return int(failures > 0)
 
 
-def _path_exists(overrides: list[str]) -> bool:
+def _path_exists(overrides) -> bool:
     paths = [o.split("=", 1)[1] for o in overrides if o.startswith("path=")]
     return all((ROOT / p).exists() for p in paths)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gradleak.victim.defenses import setting_of
+
 SEEDS = (0, 1, 2)
 STEPS = 31
 SNAPSHOT_STEPS = [0, 10, 20, 30]
@@ -83,7 +85,7 @@ def write_job(job_dir: Path, overrides, config: dict, final_mse: float, test_acc
         "curve": {"epoch": [0, 1], "test_acc": [0.5, test_acc], "test_loss": [1, 0.5],
                   "train_loss": [1, 0.5]}}
     metrics = {
-        "overrides": list(overrides), "config": config,
+        "overrides": list(overrides), "config": config, "defense": _named(config),
         "attack": {"mse_mean": float(mses.mean()), "mse_median": float(np.median(mses)),
                    "psnr_mean": 30.0, "ssim_mean": 0.9, "label_acc": 1.0,
                    "success_rate": float(np.mean(mses < 1e-3)), "loss_median": float(np.median(mses) * 50),
@@ -96,6 +98,13 @@ def write_job(job_dir: Path, overrides, config: dict, final_mse: float, test_acc
     }
     _snapshots(job_dir / "snapshots.npz", SHAPES[config["dataset.name"]], final_mse, rng)
     (job_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _named(config: dict) -> dict:
+    """How the job names its defense setting, as a job does: from the defense's registration."""
+    knobs = {k.removeprefix("defense."): v for k, v in config.items()
+             if k.startswith("defense.") and k != "defense.variance"}
+    return setting_of(knobs)
 
 
 def _job_name(n: int, overrides) -> str:

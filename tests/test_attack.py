@@ -5,10 +5,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gradleak.attack import Attack, DummyLayout, ProblemObjective, idlg_labels, run_attack, shared_gradients
-from gradleak.data import load_split
-from gradleak.defenses import defense_from_config
-from gradleak.models import LeNet
+from gradleak.engine.attack import Attack, run_attack
+from gradleak.engine.labels import idlg_labels
+from gradleak.engine.problems import DummyLayout, ProblemObjective
+from gradleak.victim.data import load_split
+from gradleak.victim.defenses import defense_from_config
+from gradleak.victim.gradients import shared_gradients
+from gradleak.victim.models import LeNet
 
 ATTACK = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "attack" / "dlg.yaml")
 NO_DEFENSE = defense_from_config({"name": "none"})

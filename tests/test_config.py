@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gradleak.cli import preflight
-from gradleak.config import ConfigError, validate
-from gradleak.data import DatasetError
+from gradleak.checks import ConfigError
+from gradleak.jobs.config import validate
+from gradleak.jobs.preflight import preflight
+from gradleak.victim.data import DatasetError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -59,7 +60,8 @@ def test_exact_sweep_syntax_expands_to_three_jobs():
     (["defense=precision", "precision=int3"], "precision=int3: allowed values are fp16, bf16, int8"),
     (["defense=noise", "noise=cauchy"], "noise=cauchy: allowed values are gaussian, laplacian"),
     (["dataset=imagenet"], "dataset=imagenet: unknown option; allowed dataset=cifar10|cifar100|digits|"),
-    (["defense=none", "scale=1e-3"], "scale=1e-3: 'scale' exists only with defense=noise, but defense=none is selected"),
+    (["defense=none", "scale=1e-3"],
+     "scale=1e-3: 'scale' exists only with defense=noise, but defense=none is selected"),
     (["-m", "defense=noise,none", "scale=1e-3"], "'scale' exists only with defense=noise, but defense=none"),
     (["defense=prune", "scale=1e-3"], "'scale' exists only with defense=noise, but defense=prune"),
     (["path=x.npz"], "'path' exists only with dataset=imagefolder or dataset=npz"),

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from gradleak.data import DatasetError, load_split
+from gradleak.victim.data import DatasetError, load_split
 
 LFW = "subsets/lfw_people70_first10/lfw"
 CIFAR100 = "subsets/cifar100_test_first20.npz"

@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from gradleak.defenses import add_noise, defense_from_config, lower_precision, noise_variance, prune
+from gradleak.victim.defenses import defense_from_config
+from gradleak.victim.defenses.noise import add_noise, noise_variance
+from gradleak.victim.defenses.precision import lower_precision
+from gradleak.victim.defenses.prune import prune
 
 
 def gen(seed=0):

@@ -3,11 +3,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gradleak.attack import DummyLayout, ProblemObjective, shared_gradients
-from gradleak.data import load_split
-from gradleak.models import LeNet
-from gradleak.optim import CONVERGED, DIVERGED, BatchedLBFGS
-from gradleak.reference import reference_dlg
+from gradleak.engine.optimizers import CONVERGED, DIVERGED, BatchedLBFGS
+from gradleak.engine.problems import DummyLayout, ProblemObjective
+from gradleak.engine.published import reference_dlg
+from gradleak.victim.data import load_split
+from gradleak.victim.gradients import shared_gradients
+from gradleak.victim.models import LeNet
 
 K, STEPS, TOL = 8, 20, 1e-4
 # Below this loss the objective (a sum of ~8,000 squared gradient differences) is at float64

@@ -17,8 +17,8 @@ from conftest import ROOT, free_port
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from gradleak.cli import preflight, preflight_or_exit
-from gradleak.tracking import HASH_TAG, PARENT_TAG, config_hash
+from gradleak.jobs.preflight import preflight, preflight_or_exit
+from gradleak.jobs.tracking import HASH_TAG, PARENT_TAG, config_hash
 
 CONF = ROOT / "conf"
 TINY = ["attack.num_targets=1", "attack.steps=5"]
@@ -258,7 +258,8 @@ def test_corrupt_image_in_an_image_folder(tmp_path, capsys):
         (tmp_path / "a").mkdir(exist_ok=True)
         (tmp_path / "a" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     err = fails_with(["dataset=imagefolder", f"path={tmp_path}", "attack.num_targets=1"], capsys)
-    assert "dataset=imagefolder path=" in err and "cannot read image " in err and "1.png (UnidentifiedImageError)" in err
+    assert "dataset=imagefolder path=" in err and "cannot read image " in err
+    assert "1.png (UnidentifiedImageError)" in err
 
 
 class unprivileged:

@@ -13,12 +13,19 @@ from pytorch_lightning.loggers.logger import Logger
 from torch.func import functional_call, vmap
 from torch.utils.data import DataLoader, TensorDataset
 
-from gradleak.data import load_split
-from gradleak.defenses import defense_from_config, lower_precision, prune
-from gradleak.models import build_model
-from gradleak.training import (DefendedTraining, TrainingConfigError, baseline_key,
-                               check_train_config, run_training)
-from gradleak.workers import server_gradient, split_among_workers, worker_gradients
+from gradleak.victim.clients import server_gradient, split_among_workers, worker_gradients
+from gradleak.victim.data import load_split
+from gradleak.victim.defenses import defense_from_config
+from gradleak.victim.defenses.precision import lower_precision
+from gradleak.victim.defenses.prune import prune
+from gradleak.victim.models import build_model
+from gradleak.victim.training import (
+    DefendedTraining,
+    TrainingConfigError,
+    baseline_key,
+    check_train_config,
+    run_training,
+)
 
 torch.set_num_threads(1)
 NONE = defense_from_config({"name": "none"})

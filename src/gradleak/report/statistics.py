@@ -9,7 +9,9 @@ import pandas as pd
 from scipy import stats
 
 CONFIDENCE = 0.95
-SETTING_KEYS = ["stage", "setting", "family", "strength"]
+# A setting and how it is named (the naming columns are functions of the setting).
+SETTING_KEYS = ["stage", "setting", "family", "family_title", "family_rank", "strength",
+                "strength_label", "strength_rank", "variance"]
 
 
 def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:

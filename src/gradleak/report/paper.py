@@ -10,9 +10,7 @@ rendered as text with their section.
 import numpy as np
 import pandas as pd
 
-from gradleak.aggregate import over_seeds
-from gradleak.defenses import noise_variance
-from gradleak.results import FAMILY_ORDER, strength_label, strength_rank
+from gradleak.report.statistics import over_seeds
 
 SOURCE = "Zhu et al., NeurIPS 2019"
 NOISE_DEFENDS_VARIANCE = 1e-2  # Sec. 5: variance >= 1e-2 prevents leakage, costs accuracy
@@ -20,7 +18,7 @@ PRUNE_DEFENDS_RATIO = 0.2      # Sec. 5: images unrecognizable when the ratio is
 TABLE_METRICS = ["test_acc", "success_rate", "mse_median", "utility_drop"]
 
 
-def paper_reference(family: str, strength=None) -> dict:
+def paper_reference(family: str, strength=None, variance: float = np.nan) -> dict:
     """The paper's accuracy (percent; NaN where not transcribed), its claim on whether
     the setting defends against DLG, where that comes from, and whether it was checked."""
     ref = {"paper_test_acc": np.nan, "paper_defends": "not studied by the paper",
@@ -29,8 +27,7 @@ def paper_reference(family: str, strength=None) -> dict:
         return ref | {"paper_test_acc": 76.3, "paper_defends": "no (undefended)",
                       "paper_source": f"{SOURCE}, Table 2 (ResNet, CIFAR-100)"}
     if family.startswith("noise-"):
-        var = noise_variance(family.removeprefix("noise-"), float(strength))
-        yes = var >= NOISE_DEFENDS_VARIANCE * (1 - 1e-9)
+        yes = variance >= NOISE_DEFENDS_VARIANCE * (1 - 1e-9)
         claim = "yes, accuracy drops" if yes else "no"
         return ref | {"paper_defends": f"{claim} (paper claim: variance >= 1e-2 defends)",
                       "paper_source": f"{SOURCE}, Sec. 5, Fig. 4; accuracy in Table 2"}
@@ -48,12 +45,6 @@ def paper_reference(family: str, strength=None) -> dict:
     return ref
 
 
-def _variance(row) -> float:
-    if not str(row["family"]).startswith("noise-"):
-        return np.nan
-    return noise_variance(row["family"].removeprefix("noise-"), float(row["strength"]))
-
-
 def defense_table(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per defense setting of every stage that has defended jobs: our metrics
     (mean and 95% t-interval over seeds, accuracies and success in percent) and the
@@ -66,17 +57,9 @@ def defense_table(summary: pd.DataFrame) -> pd.DataFrame:
     table = over_seeds(rows, TABLE_METRICS)
     if table.empty:
         return table
-    table.insert(table.columns.get_loc("strength") + 1, "variance", table.apply(_variance, axis=1))
-    refs = [paper_reference(f, s) for f, s in zip(table["family"], table["strength"])]
+    refs = [paper_reference(f, s, v) for f, s, v in zip(table["family"], table["strength"], table["variance"])]
     table = pd.concat([table, pd.DataFrame(refs, index=table.index)], axis=1)
-    return table.sort_values(["stage", "family", "variance", "strength"],
-                             key=_sort_key, ignore_index=True)
-
-
-def _sort_key(col: pd.Series) -> pd.Series:
-    if col.name == "family":
-        return col.map(lambda f: FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER))
-    return col.map(strength_rank) if col.name == "strength" else col
+    return table.sort_values(["stage", "family_rank", "variance", "strength_rank"], ignore_index=True)
 
 
 def _with_interval(row, metric: str, fmt: str) -> str:
@@ -109,7 +92,7 @@ def markdown_table(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for _, r in table.iterrows():
         ours = [_with_interval(r, col, fmt) for col, fmt in MARKDOWN_COLUMNS.values()]
-        cells = [r["stage"], r["family"], strength_label(r["family"], r["strength"]),
+        cells = [r["stage"], r["family"], r["strength_label"],
                  str(r["n_seeds"]), *ours, _paper_acc(r), r["paper_defends"], r["paper_source"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + NOTES

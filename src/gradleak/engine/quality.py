@@ -1,4 +1,5 @@
-"""Reconstruction quality: per-image MSE / PSNR / SSIM on [0, 1], batch matching, aggregates."""
+"""Reconstruction quality: per-image MSE / PSNR / SSIM on [0, 1], batch matching, the
+summary over a job's targets."""
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -29,7 +30,7 @@ def image_metrics(recon: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.T
     return {"mse": mse, "psnr": psnr.clamp(max=PSNR_CAP_DB), "ssim": ssim}
 
 
-def aggregate(per_target: list[dict]) -> dict[str, float]:
+def summarize_targets(per_target: list[dict]) -> dict[str, float]:
     """Means, medians and rates over targets (diverged targets count as failures)."""
     col = {k: np.array([t[k] for t in per_target], dtype=float) for k in per_target[0]}
     return {

@@ -4,8 +4,9 @@ Each job writes `metrics.json` into its Hydra output folder
 (`<sweeps root>/<stage>/<n>_<overrides>/metrics.json`). Collecting turns them into:
 
 - summary.csv: one row per job; every config knob (dotted names, e.g. `defense.scale`),
-  every attack and training metric, and the job's identity (stage, job, seed, family,
-  strength, setting) with paths to its snapshots and reconstruction grid;
+  every attack and training metric, and the job's identity (stage, job, seed, setting and
+  how its defense setting is named: family, strength, labels and ranks) with paths to its
+  snapshots and reconstruction grid;
 - targets.csv: one row per attacked target of each job;
 - curves.csv: one row per optimizer step of each job (long format).
 
@@ -13,19 +14,21 @@ Paths in the tables are relative to the folder the tables are written to, so fig
 can be built from the CSVs alone.
 """
 import json
-import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from gradleak.defenses import noise_variance
-
 METRICS_FILE = "metrics.json"
 # Keys that both the attack and the training block report: prefixed with their block.
 SHARED_KEYS = {"wall_s"}
 CURVE_COLUMNS = ["step", "evals", "loss_median", "mse_median", "success_rate"]
-FAMILY_ORDER = ["none", "noise-gaussian", "noise-laplacian", "precision", "prune"]
+# How each job's defense setting is named: written by the job from the defense's registration
+# (victim/defenses), so the report needs no table of its own.
+SETTING_COLUMNS = ["family", "family_title", "family_rank", "strength", "strength_label",
+                   "strength_rank", "variance"]
+# Overrides that say where or how fast a job ran, not what it computed.
+NOT_SETTING = ("seed=", "data_dir=", "threads=", "resume=", "tracking.", "hydra.")
 
 
 def find_jobs(root: Path) -> list[Path]:
@@ -45,48 +48,17 @@ def stage_and_job(job_dir: Path, root: Path) -> tuple[str, str]:
     return Path(root).resolve().name, parts[0] if parts else "."
 
 
-def family(config: dict) -> str:
-    """noise-gaussian | noise-laplacian | prune | precision | none."""
-    name = config.get("defense.name", "none")
-    return f"noise-{config['defense.noise']}" if name == "noise" else name
-
-
-def strength(config: dict):
-    """The knob that sets how strong the defense is: scale, ratio or precision name."""
-    key = {"noise": "defense.scale", "prune": "defense.ratio",
-           "precision": "defense.precision"}.get(config.get("defense.name", "none"))
-    return config.get(key) if key else None
-
-
-def strength_label(family: str, strength) -> str:
-    """Short legend text: noise scale with its variance, pruning ratio in percent, precision."""
-    if family.startswith("noise-"):
-        scale = float(strength)
-        var = noise_variance(family.removeprefix("noise-"), scale)
-        symbol = "σ" if family == "noise-gaussian" else "b"
-        return f"{symbol}={scale:.0e} (var {var:.0e})"
-    if family == "prune":
-        return f"{100 * float(strength):g}%"
-    return "undefended" if family == "none" else str(strength)
-
-
-PRECISION_ORDER = ["fp16", "bf16", "int8"]
-
-
-def strength_rank(value) -> float:
-    """Sort key for strengths: numbers as they are, precisions from mild to coarse."""
-    if value in PRECISION_ORDER:
-        return PRECISION_ORDER.index(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.inf
-
-
 def setting(overrides: list[str]) -> str:
-    """The job's overrides without its seed: the jobs that differ only by seed share it."""
-    kept = sorted(o for o in overrides if not o.lstrip("+~").startswith("seed="))
+    """The job's overrides without its seed and machine paths: the jobs that differ only by
+    seed share it."""
+    kept = sorted(_without_folder(o) for o in overrides if not o.lstrip("+~").startswith(NOT_SETTING))
     return " ".join(kept) or "(defaults)"
+
+
+def _without_folder(override: str) -> str:
+    """path=/some/where/file.npz -> path=file.npz: the file names the data, its folder the machine."""
+    key, _, value = override.partition("=")
+    return f"{key}={Path(value).name}" if key.lstrip("+~") == "path" else override
 
 
 def _metric_columns(block: dict | None, group: str) -> dict:
@@ -104,10 +76,9 @@ def _relpath(path: Path, start: Path) -> str:
 
 
 def _identity(m: dict, stage: str, job: str) -> dict:
-    config = m.get("config", {})
-    return {"stage": stage, "job": job, "seed": config.get("seed"),
-            "family": family(config), "strength": strength(config),
-            "setting": setting(m.get("overrides", []))}
+    named = m.get("defense") or {}
+    return {"stage": stage, "job": job, "seed": m.get("config", {}).get("seed"),
+            **{k: named.get(k) for k in SETTING_COLUMNS}, "setting": setting(m.get("overrides", []))}
 
 
 def summary_row(m: dict, ident: dict, job_dir: Path, out: Path) -> dict:

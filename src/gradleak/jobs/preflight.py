@@ -12,17 +12,16 @@ from pathlib import Path
 
 import yaml
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gradleak import tracking
-from gradleak.config import ConfigError, validate
-from gradleak.data import DatasetError, load_split
+from gradleak.checks import ConfigError
+from gradleak.jobs import tracking
+from gradleak.jobs.config import validate
+from gradleak.jobs.hydra_cli import expand_sweep, parse_command_line, parse_overrides
+from gradleak.victim.data import DatasetError, load_split
 
 PROBE_TIMEOUT_S = 10
 
@@ -37,7 +36,7 @@ def preflight_or_exit(argv: list[str], config_dir: Path) -> None:
 
 def preflight(argv: list[str], config_dir: Path) -> int:
     """Validate every job `python run.py argv` would start; returns the number of jobs."""
-    args = get_args_parser().parse_args(argv)
+    args = parse_command_line(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion:
         return 0
     user = [o for o in args.overrides if not o.split("=")[0].lstrip("+~").startswith("hydra")]
@@ -48,8 +47,7 @@ def preflight(argv: list[str], config_dir: Path) -> int:
         if o.is_sweep_override() and not args.multirun:
             raise ConfigError(f"{o.input_line}: a list of values is a sweep; add -m to run one job each")
         conf.check_group_values(o)
-    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch] \
-        if args.multirun else [user]
+    jobs = expand_sweep(parsed) if args.multirun else [user]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         checked_data, uris = set(), set()
@@ -67,7 +65,7 @@ def preflight(argv: list[str], config_dir: Path) -> int:
 
 def _parse(overrides: list[str]):
     try:
-        return OverridesParser.create().parse_overrides(overrides)
+        return parse_overrides(overrides)
     except HydraException as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
 

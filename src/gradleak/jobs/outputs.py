@@ -4,13 +4,11 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
+plt.switch_backend("agg")  # files only, also where a display is set
 GRID_MAX_IMAGES = 16
 
 

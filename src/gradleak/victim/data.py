@@ -7,9 +7,9 @@ with one line naming the folder and the files expected.
 import socket
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

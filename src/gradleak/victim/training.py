@@ -1,8 +1,8 @@
 """Defended training: what a defense costs in accuracy.
 
 `run_training(cfg, logger)` trains the victim architecture on the dataset's train split
-with simulated data-parallel workers whose gradients go through the job's defense
-(workers.py), and reports test accuracy next to the undefended baseline of the same
+with simulated data-parallel clients whose gradients go through the job's defense
+(clients.py), and reports test accuracy next to the undefended baseline of the same
 dataset/model/train profile/seed. The baseline is trained once and cached (cache.py).
 """
 import time
@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
-from .cache import cached_json, content_hash
-from .config import ConfigError
-from .data import Split, load_split
-from .defenses import defense_from_config
-from .models import build_model
-from .workers import server_gradient, split_among_workers
+from gradleak.checks import ConfigError
+from gradleak.victim.cache import cached_json, content_hash
+from gradleak.victim.clients import server_gradient, split_among_workers
+from gradleak.victim.data import Split, load_split
+from gradleak.victim.defenses import defense_from_config
+from gradleak.victim.models import build_model
 
 CACHE_VERSION = 1  # bump when a change to training changes its results
 EVAL_BATCH = 1000
@@ -32,7 +32,7 @@ class TrainingConfigError(ConfigError):
     """A train profile that cannot run; the message is one line meant for the user."""
 
 
-OPTIMIZERS = {
+TRAIN_OPTIMIZERS = {
     "sgd": lambda params, t: torch.optim.SGD(params, lr=t.lr, momentum=t.momentum,
                                              weight_decay=t.weight_decay),
     "adam": lambda params, t: torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay),
@@ -50,7 +50,7 @@ class DefendedTraining(pl.LightningModule):
         self.curve = {"epoch": [], **{k: [] for k in CURVE_KEYS}}
 
     def configure_optimizers(self):
-        opt = OPTIMIZERS[self.tcfg.optimizer](self.model.parameters(), self.tcfg)
+        opt = TRAIN_OPTIMIZERS[self.tcfg.optimizer](self.model.parameters(), self.tcfg)
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=self.tcfg.epochs)}
 
@@ -112,8 +112,8 @@ def model_name(cfg) -> str:
 def check_train_config(cfg) -> None:
     """Fail before any work with one line naming the key, the value and what is allowed."""
     t = cfg.train
-    if t.optimizer not in OPTIMIZERS:
-        raise TrainingConfigError(f"train.optimizer={t.optimizer}: allowed: {', '.join(OPTIMIZERS)}")
+    if t.optimizer not in TRAIN_OPTIMIZERS:
+        raise TrainingConfigError(f"train.optimizer={t.optimizer}: allowed: {', '.join(TRAIN_OPTIMIZERS)}")
     for key in ("workers", "batch_size", "epochs"):
         if not isinstance(t[key], int) or t[key] < 1:
             raise TrainingConfigError(f"train.{key}={t[key]}: must be a positive integer")

@@ -1,5 +1,5 @@
 """The readable end of a run: a short table of the key numbers and where everything is."""
-from gradleak.tracking import ui_command
+from gradleak.jobs.tracking import ui_command
 
 MAX_ROWS = 16
 
@@ -8,7 +8,7 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
     a, cfg = report["attack"], report["config"]
     lines = [
         "",
-        f"gradleak | dataset={cfg['dataset.name']} model={cfg['model.name']} {_defense(cfg)}"
+        f"gradleak | dataset={cfg['dataset.name']} model={cfg['model.name']} {_defense(report)}"
         f" | {len(report['targets'])} targets x {cfg['attack.batch_size']} images"
         f" | {a['wall_s']:.1f} s on {report['device']}",
         f"{'target':>6} {'label':>7} {'pred':>7} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>6} {'evals':>6}  result",
@@ -40,10 +40,12 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
     return "\n".join(lines)
 
 
-def _defense(cfg: dict) -> str:
-    knobs = [f"{k.split('.')[1]}={cfg[k]}" for k in ("defense.noise", "defense.scale", "defense.ratio",
-                                                       "defense.precision") if k in cfg]
-    return " ".join([f"defense={cfg['defense.name']}", *knobs])
+def _defense(report: dict) -> str:
+    """The defense and its knobs as the user spells them (defense=noise noise=gaussian scale=...)."""
+    cfg = report["config"]
+    knobs = [f"{k.removeprefix('defense.')}={v}" for k, v in cfg.items()
+             if k.startswith("defense.") and k not in ("defense.name", "defense.variance")]
+    return " ".join([f"defense={cfg['defense.name']}", *knobs, f"({report['defense']['strength_label']})"])
 
 
 def _labels(labels: list[int]) -> str:

@@ -7,8 +7,8 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def content_hash(what: dict) -> str:

@@ -6,25 +6,33 @@ the results it needs are absent. `make_all` writes every figure and table it can
 """
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from gradleak.report.collect import read_tables
+from gradleak.report.paper import defense_table, markdown_table
+from gradleak.report.statistics import curve_over_seeds, errorbar, over_seeds
 
-from gradleak.aggregate import curve_over_seeds, errorbar, over_seeds  # noqa: E402
-from gradleak.paper import defense_table, markdown_table  # noqa: E402
-from gradleak.results import FAMILY_ORDER, read_tables, strength_label, strength_rank  # noqa: E402
-
-DEFENDED = [f for f in FAMILY_ORDER if f != "none"]
-FAMILY_COLORS = dict(zip(FAMILY_ORDER, ["black", *sns.color_palette("colorblind", 4)]))
-FAMILY_TITLES = {"none": "undefended", "noise-gaussian": "Gaussian noise",
-                 "noise-laplacian": "Laplacian noise", "precision": "Lower precision",
-                 "prune": "Gradient pruning"}
+plt.switch_backend("agg")  # files only, also where a display is set
 ITERATIONS = "iterations (gradient-match evaluations)"
 MARKERS = "osD^vP*X"
+
+
+def families(df: pd.DataFrame, defended_only: bool = False) -> list[str]:
+    """The defense families present, in their registered order (family_rank)."""
+    ranked = df[["family", "family_rank"]].drop_duplicates().sort_values("family_rank")
+    return [f for f in ranked["family"] if not (defended_only and f == "none")]
+
+
+def family_colors(df: pd.DataFrame) -> dict[str, object]:
+    palette = iter(sns.color_palette("colorblind", 10))
+    return {f: "black" if f == "none" else next(palette) for f in families(df)}
+
+
+def family_title(df: pd.DataFrame, family: str) -> str:
+    return df.loc[df["family"] == family, "family_title"].iloc[0]
 
 
 def note(message: str) -> None:
@@ -130,7 +138,8 @@ def _defense_curves(summary, curves, stages):
     dataset = defended["dataset.name"].mode().iloc[0] if "dataset.name" in jobs else None
     if dataset is not None:
         jobs = jobs[jobs["dataset.name"] == dataset]
-    keys = ["stage", "job", "family", "strength", "seed"]
+    keys = ["stage", "job", "family", "family_title", "family_rank", "strength", "strength_label",
+            "strength_rank", "seed"]
     return curves.merge(jobs[keys], on=["stage", "job"]), dataset
 
 
@@ -144,17 +153,14 @@ def defense_curves(summary, curves, stage=None):
     if not (summary.loc[summary["stage"].isin(stages), "family"] != "none").any():
         return note(f"stage '{', '.join(stages)}' has no defended jobs; skipping the defense figure")
     data, dataset = _defense_curves(summary, curves, stages)
-    families = [f for f in DEFENDED if f in set(data["family"])]
-    if not families:
+    panels = families(data, defended_only=True)
+    if not panels:
         return note(f"stage '{stage}' has no defended curves; skipping the defense figure")
-    missing = sorted(set(DEFENDED) - set(families))
-    if missing:
-        note(f"defense figure: no runs of {', '.join(missing)}")
     metrics = {"loss_median": "gradient-match loss\n(median over targets, log)",
                "mse_median": "reconstruction MSE\n(median over targets, log)"}
-    fig, axes = plt.subplots(2, len(families), figsize=(3.6 * len(families), 6.4),
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.6 * len(panels), 6.4),
                              sharex=True, sharey="row", squeeze=False)
-    for col, fam in enumerate(families):
+    for col, fam in enumerate(panels):
         _defense_panel(axes[:, col], data, fam, metrics)
     for row, label in enumerate(metrics.values()):
         axes[row, 0].set_ylabel(label)
@@ -168,15 +174,15 @@ def defense_curves(summary, curves, stage=None):
 def _defense_panel(axes, data, family, metrics):
     runs = data[data["family"] == family]
     base = data[data["family"] == "none"]
-    strengths = sorted(runs["strength"].unique(), key=strength_rank)
+    strengths = runs[["strength_rank", "strength_label"]].drop_duplicates().sort_values("strength_rank")
     colors = sns.color_palette("flare", len(strengths))
     for ax, y in zip(axes, metrics):
-        for s, color in zip(strengths, colors):
-            _band(ax, runs[runs["strength"] == s], y, color, strength_label(family, s), "-")
+        for label, color in zip(strengths["strength_label"], colors):
+            _band(ax, runs[runs["strength_label"] == label], y, color, label, "-")
         if len(base):
             _band(ax, base, y, "black", "undefended", "--", alpha=0.07)
         ax.set_yscale("log")
-    axes[0].set_title(FAMILY_TITLES[family])
+    axes[0].set_title(family_title(runs, family))
     axes[0].legend(fontsize=7, title="strength", title_fontsize=7)
 
 
@@ -215,16 +221,16 @@ def frontier(summary):
 
 def _frontier_points(ax, agg, y):
     multi_stage = agg["stage"].nunique() > 1
-    for fam in [f for f in FAMILY_ORDER if f in set(agg["family"])]:
-        part = agg[agg["family"] == fam]
-        part = part.iloc[np.argsort([strength_rank(s) for s in part["strength"]], kind="stable")]
+    colors = family_colors(agg)
+    for fam in families(agg):
+        part = agg[agg["family"] == fam].sort_values("strength_rank", kind="stable")
         for i, (_, r) in enumerate(part.iterrows()):
             one = part.loc[[r.name]]
             label = ("undefended" if fam == "none"
-                     else f"{FAMILY_TITLES[fam]}: {strength_label(fam, r['strength'])}")
+                     else f"{r['family_title']}: {r['strength_label']}")
             ax.errorbar(one["test_acc"], one[y], xerr=errorbar(one, "test_acc"),
                         yerr=errorbar(one, y), fmt=MARKERS[i % len(MARKERS)],
-                        color=FAMILY_COLORS[fam], ms=7, capsize=3, lw=1,
+                        color=colors[fam], ms=7, capsize=3, lw=1,
                         label=label + (f" [{r['stage']}]" if multi_stage else ""))
 
 

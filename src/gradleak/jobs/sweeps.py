@@ -14,15 +14,14 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from gradleak import tracking
+from gradleak.jobs import tracking
+from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides
 
 log = logging.getLogger(__name__)
 SKIPPED_TAG = "skipped.job"  # + job number, on the parent: the FINISHED run that stands in
@@ -30,8 +29,7 @@ SKIPPED_TAG = "skipped.job"  # + job number, on the parent: the FINISHED run tha
 
 def sweep_size(overrides: list[str]) -> int:
     """How many jobs `-m overrides` expands to (the basic sweeper's cartesian product)."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+    return len(expand_sweep(parse_overrides(overrides)))
 
 
 def run_guarded(task, cfg: DictConfig):
@@ -112,7 +110,7 @@ class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
             self._start(config)
-        except Exception as exc:  # Hydra would only warn, and run the jobs without a parent
+        except Exception as exc:  # noqa: BLE001 - Hydra would only warn and run the jobs without a parent
             print(f"error: cannot create the sweep's parent run at {tracking.tracking_uri(config)}"
                   f" ({type(exc).__name__}: {exc})".splitlines()[0], file=sys.stderr)
             raise SystemExit(1) from None

@@ -1,4 +1,5 @@
-"""One job: data -> victim -> defended gradient -> attack -> metrics -> (training) -> tracking."""
+"""One job, as the study's protocol: data -> victim -> shared gradient -> defense -> attack
+-> quality -> (defended training) -> record (metrics.json, images, one MLflow run)."""
 import logging
 import warnings
 from pathlib import Path
@@ -8,15 +9,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from gradleak import tracking
-from gradleak.artifacts import save_grid, save_snapshots, write_json
-from gradleak.attack import run_attack
-from gradleak.config import validate
-from gradleak.data import load_split
-from gradleak.defenses import defense_from_config, noise_variance
-from gradleak.metrics import aggregate
-from gradleak.models import build_model
-from gradleak.summary import format_summary
+from gradleak.engine.attack import run_attack
+from gradleak.engine.quality import summarize_targets
+from gradleak.jobs import tracking
+from gradleak.jobs.config import validate
+from gradleak.jobs.outputs import save_grid, save_snapshots, write_json
+from gradleak.jobs.terminal import format_summary
+from gradleak.victim.data import load_split
+from gradleak.victim.defenses import defense_from_config, setting_of
+from gradleak.victim.models import build_model
 
 
 def run(cfg: DictConfig) -> float:
@@ -33,7 +34,7 @@ def run(cfg: DictConfig) -> float:
     tags = {"dataset": cfg.dataset.name, "defense": cfg.defense.name, "overrides": " ".join(overrides)}
     with tracking.job_run(cfg, " ".join(overrides) or "defaults", tags) as mlrun:
         mlrun.log_params(params)
-        report = {"overrides": overrides, "config": params,
+        report = {"overrides": overrides, "config": params, "defense": setting_of(cfg.defense),
                   "mlflow": {"tracking_uri": mlrun.uri, "experiment": cfg.tracking.experiment,
                              "run_id": mlrun.run_id, "parent_run_id": cfg.tracking.parent_run_id},
                   "train": None}
@@ -60,8 +61,9 @@ def job_overrides() -> list[str]:
 
 def job_params(cfg: DictConfig) -> dict:
     params = tracking.flat_params(cfg)
-    if cfg.defense.name == "noise":
-        params["defense.variance"] = noise_variance(cfg.defense.noise, cfg.defense.scale)
+    variance = setting_of(cfg.defense)["variance"]
+    if variance == variance:  # not NaN: the defense adds noise
+        params["defense.variance"] = variance
     return params
 
 
@@ -71,13 +73,13 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
     n = a.num_targets * a.batch_size
     images = test.images[:n].reshape(a.num_targets, a.batch_size, *test.shape)
     labels = test.labels[:n].reshape(a.num_targets, a.batch_size)
-    model = build_model(cfg.model.name, test.shape[0], test.shape[1], test.num_classes)
-    outcome = run_attack(a, model, images, labels, defense_from_config(cfg.defense), cfg.seed,
+    victim = build_model(cfg.model.name, test.shape[0], test.shape[1], test.num_classes)
+    outcome = run_attack(a, victim, images, labels, defense_from_config(cfg.defense), cfg.seed,
                          cfg.trainer.accelerator)
     p = outcome.progress
     report.update(
         device=outcome.device,
-        attack={**aggregate(outcome.targets), "wall_s": outcome.wall_s},
+        attack={**summarize_targets(outcome.targets), "wall_s": outcome.wall_s},
         targets=[{**t, "index": t["target"] * a.batch_size} for t in outcome.targets],
         curve={"step": p.step, "evals": p.evals, "loss_median": p.loss_median,
                "mse_median": p.mse_median, "success_rate": p.success_rate},
@@ -104,7 +106,7 @@ def train_and_report(cfg, test, report: dict, out_dir: Path, mlrun):
     """Train under the defense (unless train=none) and log what the defense costs."""
     if cfg.train.name == "none":
         return None  # metrics.json already says train: null
-    from gradleak.training import run_training
+    from gradleak.victim.training import run_training
 
     result = run_training(cfg, logger=mlrun.lightning_logger(), test=test)  # per-epoch train/* curves
     mlrun.log_metrics({"utility_drop": result["utility_drop"], "train/wall_s": result["wall_s"],

@@ -1,7 +1,7 @@
 """MLflow tracking: one run per job, one parent run per sweep, created in the right process.
 
 The database, the experiment and a sweep's parent run are created once, by the launching
-process (gradleak.sweep.SweepTracking, a Hydra callback), before any job starts: parallel
+process (gradleak.jobs.sweeps.SweepTracking, a Hydra callback), before any job starts: parallel
 first writers to a fresh SQLite database crash or land in "Default". Jobs find the parent
 through the GRADLEAK_PARENT_RUN_ID environment variable, read by `tracking.parent_run_id`
 (launchers hand the launching process's environment on: joblib and submitit workers, sbatch).
@@ -224,7 +224,7 @@ def job_run(cfg: DictConfig, run_name: str, tags: dict):
 def flat_params(cfg: DictConfig) -> dict:
     """The resolved config as dotted keys (the top-level knob aliases are left out: they
     repeat defense.* and dataset.*)."""
-    from gradleak.config import KNOBS
+    from gradleak.jobs.config import KNOBS  # the job's schema: torch, unneeded by launchers
 
     container = OmegaConf.to_container(cfg, resolve=True)
     container = {k: v for k, v in container.items() if k not in KNOBS and k != "hydra"}

@@ -1,4 +1,4 @@
-"""Simulated data-parallel workers: each computes the gradient of its own shard, defends
+"""Simulated data-parallel clients (workers): each computes the gradient of its own shard, defends
 it with the same code the attacker's gradient goes through, and the server averages.
 
 Shapes: a global batch is split as images [W, b, C, H, W] and labels [W, b]; per-worker
@@ -6,7 +6,7 @@ gradients are one tensor [W, *param.shape] per parameter. BatchNorm statistics a
 worker (as in data parallelism without SyncBN); each worker updates its own copy of the
 running statistics and the model keeps their average.
 """
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

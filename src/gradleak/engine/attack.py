@@ -2,8 +2,8 @@
 
 K = num_targets x restarts problems. Problem p attacks target p // restarts: it owns dummy
 images [B, C, H, W] (and, for DLG's soft labels, dummy label logits [B, classes]) and is
-optimized against its target's defended gradient by a batched optimizer (optim.py), all
-problems in one vectorized objective (objective.py). Per target, the restart with the
+optimized against its target's defended gradient by a batched optimizer (optimizers.py),
+all problems in one vectorized objective (problems.py, objective.py). Per target, the restart with the
 lowest gradient-match loss is kept: the attacker cannot know the MSE.
 """
 import time
@@ -14,121 +14,50 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
-from gradleak.metrics import image_metrics, match_images
-from gradleak.objective import GradientMatch, soft_cross_entropy
-from gradleak.optim import DIVERGED, OPTIMIZERS
+from gradleak.checks import choice, fail, in_range
+from gradleak.engine.labels import idlg_labels
+from gradleak.engine.optimizers import BATCHED_OPTIMIZERS, DIVERGED
+from gradleak.engine.problems import DummyLayout, ProblemObjective
+from gradleak.engine.quality import image_metrics, match_images
+from gradleak.victim.gradients import last_linear_weight, shared_gradients
 
-
-# --- the attacked gradients --------------------------------------------------------------------
-
-def shared_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-    """Each target's true gradient: images [T, B, C, H, W], labels [T, B] -> [T, *param]."""
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    num_classes = last_linear_weight(model).shape[0]
-
-    def one(x, y):
-        soft = F.one_hot(y, num_classes).to(x.dtype)
-        return grad(lambda p: soft_cross_entropy(functional_call(model, p, (x,)), soft))(params)
-
-    grads = vmap(one)(images, labels)
-    return [grads[n] for n in params]
-
-
-def last_linear_weight(model: nn.Module) -> torch.Tensor:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].weight
-
-
-def idlg_labels(model: nn.Module, targets: list[torch.Tensor]) -> torch.Tensor:
-    """iDLG: the true class is the row of the last layer's weight gradient with the smallest
-    sum (the only negative row for one image with non-negative features)."""
-    weight = last_linear_weight(model)
-    index = next(i for i, p in enumerate(model.parameters()) if p is weight)
-    return targets[index].sum(dim=-1).argmin(dim=-1)  # [T]
-
-
-# --- flat variables <-> dummy images and labels ------------------------------------------------
 
 @dataclass
-class DummyLayout:
-    batch: int
-    image_shape: tuple[int, int, int]
-    num_classes: int
-    with_labels: bool
+class AttackSchema:
+    """The attack group's types and ranges; the values live in conf/attack/*.yaml."""
+    name: str = MISSING
+    num_targets: int = MISSING
+    batch_size: int = MISSING
+    labels: str = MISSING
+    restarts: int = MISSING
+    steps: int = MISSING
+    optimizer: str = MISSING
+    lr: float = MISSING
+    max_iter: int = MISSING
+    history_size: int = MISSING
+    line_search: str = MISSING
+    divergence_factor: float = MISSING
+    success_mse: float = MISSING
+    chunk_size: int = MISSING
+    compile: bool = MISSING
+    snapshots: int = MISSING
 
-    @property
-    def image_numel(self) -> int:
-        return self.batch * int(np.prod(self.image_shape))
-
-    def images(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, : self.image_numel].reshape(-1, self.batch, *self.image_shape)
-
-    def labels(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, self.image_numel:].reshape(-1, self.batch, self.num_classes)
-
-    def flat(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        parts = [images.flatten(1)] + ([labels.flatten(1)] if labels is not None else [])
-        return torch.cat(parts, dim=1)
-
-
-class ProblemObjective:
-    """f(x_rows, rows) -> (D [k], dD/dx [k, n]) for the optimizers, chunked to bound memory.
-
-    With `compile`, an evaluation of at least 2/3 of a chunk runs compiled at the chunk's
-    size, so the compiled objective sees one shape (one compilation): the missing rows are
-    zeros (one chunk: then the targets need no gather) or copies of the last row. Smaller
-    evaluations (a line search's retries, the last few running problems) run eagerly,
-    where padding would cost more than compiling saves.
-    """
-
-    def __init__(self, model, layout: DummyLayout, targets, fixed_labels, chunk_size: int = 0,
-                 compile: bool = False):
-        self.match = GradientMatch(model, optimize_labels=layout.with_labels, compile=compile)
-        self.layout, self.targets, self.fixed_labels = layout, targets, fixed_labels
-        self.chunk_size = chunk_size or len(targets[0])
-        self.compile = compile
-
-    @torch.no_grad()  # one grad mode for every call: a change would recompile
-    def __call__(self, x: torch.Tensor, rows: torch.Tensor):
-        step = self.chunk_size
-        parts = [self._eval(x[i:i + step], rows[i:i + step]) for i in range(0, len(rows), step)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-    def runs_compiled(self, k: int) -> bool:
-        return self.compile and 3 * k >= 2 * self.chunk_size
-
-    def _eval(self, x, rows):
-        total, k = len(self.targets[0]), len(rows)
-        keep = slice(0, k)
-        compiled = self.runs_compiled(k)
-        if compiled and k < self.chunk_size:
-            if self.chunk_size == total:  # one chunk: the other problems' rows get zeros
-                x, keep, rows = _scatter_rows(x, rows, total), rows, None
-            else:
-                x, rows = _pad_rows(x, self.chunk_size), _pad_rows(rows, self.chunk_size)
-        everyone = rows is None or len(rows) == total  # no gather of targets and labels
-        targets = self.targets if everyone else [t[rows] for t in self.targets]
-        if self.layout.with_labels:
-            labels = self.layout.labels(x)
-        else:
-            labels = self.fixed_labels if everyone else self.fixed_labels[rows]
-        value, d_images, d_labels = self.match(self.layout.images(x), labels, targets, compiled)
-        return value[keep].detach(), self.layout.flat(d_images, d_labels)[keep].detach()
-
-
-def _pad_rows(a: torch.Tensor, size: int) -> torch.Tensor:
-    """a with its last row repeated up to `size` rows (problems are independent, so the
-    copies change nothing but the shape)."""
-    return a if len(a) == size else torch.cat([a, a[-1:].expand(size - len(a), *a.shape[1:])])
-
-
-def _scatter_rows(x: torch.Tensor, rows: torch.Tensor, total: int) -> torch.Tensor:
-    """x's rows placed at `rows` of a [total, n] batch of zeros."""
-    full = x.new_zeros((total, x.shape[1]))
-    full[rows] = x
-    return full
+    def __post_init__(self):
+        for key in ("num_targets", "batch_size", "restarts", "max_iter", "history_size"):
+            in_range(f"attack.{key}", getattr(self, key), low=1)
+        for key in ("steps", "chunk_size", "snapshots"):
+            in_range(f"attack.{key}", getattr(self, key), low=0)
+        choice("attack.labels", self.labels, ("soft", "idlg"))
+        if self.labels == "idlg" and self.batch_size != 1:
+            fail("attack.labels", "idlg", "with attack.batch_size=1 only (iDLG's label rule)")
+        choice("attack.optimizer", self.optimizer, tuple(BATCHED_OPTIMIZERS))
+        choice("attack.line_search", self.line_search, ("none", "backtracking"))
+        in_range("attack.lr", self.lr, low=0, low_open=True)
+        in_range("attack.divergence_factor", self.divergence_factor, low=1, low_open=True)
+        in_range("attack.success_mse", self.success_mse, low=0, low_open=True)
 
 
 # --- the Lightning module ----------------------------------------------------------------------
@@ -245,7 +174,7 @@ class Attack:
         if cfg.optimizer == "lbfgs":
             opts.update(history_size=cfg.history_size,
                         line_search=None if cfg.line_search == "none" else cfg.line_search)
-        return OPTIMIZERS[cfg.optimizer](objective, x0, **opts)
+        return BATCHED_OPTIMIZERS[cfg.optimizer](objective, x0, **opts)
 
     def best_problems(self) -> torch.Tensor:
         """Per target, the restart with the lowest gradient-match loss (diverged ones last)."""

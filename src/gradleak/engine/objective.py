@@ -9,14 +9,10 @@ with the victim's weights theta shared by all problems. torch.func computes the
 per-problem parameter gradients and D_k's gradient for all K problems in one pass.
 """
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-
-def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
-    """DLG's loss: mean over the batch of sum(-soft_label * log_softmax(logits))."""
-    return torch.mean(torch.sum(-soft_labels * F.log_softmax(logits, dim=-1), dim=-1))
+from gradleak.victim.gradients import soft_cross_entropy
 
 
 class GradientMatch:

@@ -7,8 +7,8 @@ x [K, n] through an objective `f(x, rows) -> (loss [k], grad [k, n])` evaluated 
 the problem rows still running; a problem whose loss turns NaN/Inf or explodes is frozen
 at its last finite point and reported as diverged.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -339,4 +339,4 @@ class BatchedAdam(_Batched):
         return st.loss.clone() if orig_loss is None else orig_loss
 
 
-OPTIMIZERS = {"lbfgs": BatchedLBFGS, "adam": BatchedAdam}
+BATCHED_OPTIMIZERS = {"lbfgs": BatchedLBFGS, "adam": BatchedAdam}

@@ -1,12 +1,13 @@
 """The original DLG attack loop: one image at a time, torch.optim.LBFGS(lr=1), as published.
 
 It is the baseline that scripts/bench.py and the equivalence tests measure our batched
-engine against; nothing in the pipeline runs it.
+engine against; nothing in the pipeline runs it (`attack=reference` runs the batched
+engine with the published settings).
 """
 import torch
 from torch import nn
 
-from gradleak.objective import reference_match
+from gradleak.engine.objective import reference_match
 
 
 class ReferenceDLG:

@@ -1,0 +1,88 @@
+"""Attack problems as flat variables: each row of x [K, n] holds one problem's dummy images
+(and dummy label logits); the objective evaluates the rows still running."""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gradleak.engine.objective import GradientMatch
+
+
+@dataclass
+class DummyLayout:
+    batch: int
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    with_labels: bool
+
+    @property
+    def image_numel(self) -> int:
+        return self.batch * int(np.prod(self.image_shape))
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, : self.image_numel].reshape(-1, self.batch, *self.image_shape)
+
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.image_numel:].reshape(-1, self.batch, self.num_classes)
+
+    def flat(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        parts = [images.flatten(1)] + ([labels.flatten(1)] if labels is not None else [])
+        return torch.cat(parts, dim=1)
+
+
+class ProblemObjective:
+    """f(x_rows, rows) -> (D [k], dD/dx [k, n]) for the optimizers, chunked to bound memory.
+
+    With `compile`, an evaluation of at least 2/3 of a chunk runs compiled at the chunk's
+    size, so the compiled objective sees one shape (one compilation): the missing rows are
+    zeros (one chunk: then the targets need no gather) or copies of the last row. Smaller
+    evaluations (a line search's retries, the last few running problems) run eagerly,
+    where padding would cost more than compiling saves.
+    """
+
+    def __init__(self, model, layout: DummyLayout, targets, fixed_labels, chunk_size: int = 0,
+                 compile: bool = False):
+        self.match = GradientMatch(model, optimize_labels=layout.with_labels, compile=compile)
+        self.layout, self.targets, self.fixed_labels = layout, targets, fixed_labels
+        self.chunk_size = chunk_size or len(targets[0])
+        self.compile = compile
+
+    @torch.no_grad()  # one grad mode for every call: a change would recompile
+    def __call__(self, x: torch.Tensor, rows: torch.Tensor):
+        step = self.chunk_size
+        parts = [self._eval(x[i:i + step], rows[i:i + step]) for i in range(0, len(rows), step)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def runs_compiled(self, k: int) -> bool:
+        return self.compile and 3 * k >= 2 * self.chunk_size
+
+    def _eval(self, x, rows):
+        total, k = len(self.targets[0]), len(rows)
+        keep = slice(0, k)
+        compiled = self.runs_compiled(k)
+        if compiled and k < self.chunk_size:
+            if self.chunk_size == total:  # one chunk: the other problems' rows get zeros
+                x, keep, rows = _scatter_rows(x, rows, total), rows, None
+            else:
+                x, rows = _pad_rows(x, self.chunk_size), _pad_rows(rows, self.chunk_size)
+        everyone = rows is None or len(rows) == total  # no gather of targets and labels
+        targets = self.targets if everyone else [t[rows] for t in self.targets]
+        if self.layout.with_labels:
+            labels = self.layout.labels(x)
+        else:
+            labels = self.fixed_labels if everyone else self.fixed_labels[rows]
+        value, d_images, d_labels = self.match(self.layout.images(x), labels, targets, compiled)
+        return value[keep].detach(), self.layout.flat(d_images, d_labels)[keep].detach()
+
+
+def _pad_rows(a: torch.Tensor, size: int) -> torch.Tensor:
+    """a with its last row repeated up to `size` rows (problems are independent, so the
+    copies change nothing but the shape)."""
+    return a if len(a) == size else torch.cat([a, a[-1:].expand(size - len(a), *a.shape[1:])])
+
+
+def _scatter_rows(x: torch.Tensor, rows: torch.Tensor, total: int) -> torch.Tensor:
+    """x's rows placed at `rows` of a [total, n] batch of zeros."""
+    full = x.new_zeros((total, x.shape[1]))
+    full[rows] = x
+    return full

@@ -1,0 +1,57 @@
+"""Additive noise: Gaussian with std `scale`, or Laplacian with scale b = `scale`."""
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from omegaconf import MISSING
+
+from gradleak.checks import choice, in_range
+
+from .base import Defense, Grads, Setting
+
+NOISES = ("gaussian", "laplacian")
+
+
+@dataclass
+class NoiseKnobs:
+    name: str = MISSING
+    noise: str = MISSING
+    scale: float = MISSING
+
+    def __post_init__(self):
+        choice("noise", self.noise, NOISES)
+        in_range("scale", self.scale, low=0)
+
+
+def add_noise(grads: Grads, *, noise: str, scale: float, generator=None, batch_dims: int = 0):
+    sample = NOISE_SAMPLERS[noise]
+    return [g + scale * sample(g, generator) for g in grads]
+
+
+def noise_variance(noise: str, scale: float) -> float:
+    return scale**2 if noise == "gaussian" else 2 * scale**2
+
+
+def _standard_gaussian(like: torch.Tensor, generator) -> torch.Tensor:
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def _standard_laplace(like: torch.Tensor, generator) -> torch.Tensor:
+    # Inverse CDF: torch.distributions.Laplace cannot take a seeded generator.
+    u = torch.rand(like.shape, generator=generator, dtype=like.dtype, device=like.device) - 0.5
+    tiny = torch.finfo(like.dtype).tiny
+    return -torch.sign(u) * torch.log((1 - 2 * u.abs()).clamp_min(tiny))
+
+
+NOISE_SAMPLERS: dict[str, Callable] = {"gaussian": _standard_gaussian, "laplacian": _standard_laplace}
+
+
+def _setting(knobs: dict) -> Setting:
+    noise, scale = knobs["noise"], float(knobs["scale"])
+    var = noise_variance(noise, scale)
+    symbol = "σ" if noise == "gaussian" else "b"
+    return Setting(f"noise-{noise}", f"{noise.capitalize()} noise", scale,
+                   f"{symbol}={scale:.0e} (var {var:.0e})", scale, var)
+
+
+DEFENSE = Defense("noise", add_noise, NoiseKnobs, _setting, tuple(f"noise-{n}" for n in NOISES))

@@ -1,0 +1,39 @@
+"""Gradient pruning: the `ratio` smallest-magnitude entries of each gradient tensor set to zero."""
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from gradleak.checks import in_range
+
+from .base import Defense, Grads, Setting
+
+
+@dataclass
+class PruneKnobs:
+    name: str = MISSING
+    ratio: float = MISSING
+
+    def __post_init__(self):
+        in_range("ratio", self.ratio, low=0, high=1, high_open=True)
+
+
+def prune(grads: Grads, *, ratio: float, generator=None, batch_dims: int = 0):
+    """Zero exactly round(ratio * n) smallest-magnitude entries of each gradient tensor."""
+    out = []
+    for g in grads:
+        flat = g.reshape(*g.shape[:batch_dims], -1)
+        k = round(ratio * flat.shape[-1])
+        pruned = flat.clone()
+        if k > 0:
+            smallest = flat.abs().argsort(dim=-1, stable=True)[..., :k]
+            pruned.scatter_(-1, smallest, 0.0)
+        out.append(pruned.reshape(g.shape))
+    return out
+
+
+def _setting(knobs: dict) -> Setting:
+    ratio = float(knobs["ratio"])
+    return Setting("prune", "Gradient pruning", ratio, f"{100 * ratio:g}%", ratio)
+
+
+DEFENSE = Defense("prune", prune, PruneKnobs, _setting, ("prune",))
