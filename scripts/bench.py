@@ -1,11 +1,17 @@
-"""Attack throughput: the original one-image-at-a-time DLG loop vs our batched engine.
+"""Attack speed: the original one-image-at-a-time DLG loop vs our batched engine, twice.
 
-Both run in this process, alternating step by step, on the same real images, victim
-weights, dummy initialization and step budget (L-BFGS lr 1, history 100, max_iter 20, no
-line search), with the same torch thread count (default: every core). Ours compiles its
-objective first (`attack.compile=true`); that one-time cost is printed on its own line,
-outside the ratio. Prints one `name: value` line per figure; the last line is
-`speedup: <ours / reference evals per s>`.
+1. Throughput: both run in this process, alternating step by step, on the same real
+   images, victim weights, dummy initialization and step budget (L-BFGS lr 1, history
+   100, max_iter 20, no line search), with the same torch thread count (default: every
+   core). Ours compiles its objective first (`attack.compile=true`); that one-time cost
+   is printed on its own line, outside the ratio. `speedup: <ours / reference evals per s>`.
+2. Time to verdict: the reference loop with its fixed 300 steps on the first
+   `--verdict-images` test images, against our default attack (conf/attack/dlg.yaml: line
+   search, restarts, stop rules) on `--verdict-targets` test images in one batch, the
+   reference's images first; the two alternate step by step while both run. Wall seconds
+   per target for each, success rates (MSE < 1e-3) on the reference's images for both and
+   on all of ours, and `time_per_target_speedup: <reference s per target / ours>`.
+Prints one `name: value` line per figure.
 
     python scripts/bench.py --quick                 # 2 CPU cores, under 5 minutes
     python scripts/bench.py --device cuda -k 4096   # a GPU
@@ -19,6 +25,7 @@ import time
 import torch
 from omegaconf import OmegaConf
 
+from gradleak.engine.attack import Attack
 from gradleak.engine.optimizers import BatchedLBFGS
 from gradleak.engine.problems import DummyLayout, ProblemObjective
 from gradleak.engine.published import ReferenceDLG
@@ -27,6 +34,8 @@ from gradleak.victim.gradients import shared_gradients
 from gradleak.victim.models import LeNet
 
 SUCCESS_MSE = 1e-3
+REFERENCE_STEPS = 300
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args():
@@ -42,6 +51,9 @@ def parse_args():
                    help="torch threads for both (default: every core this process may use)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="our objective without torch.compile (no one-time cost)")
+    p.add_argument("--verdict-images", type=int, default=None,
+                   help="images the reference attacks for the time to verdict (default 8, --quick 4)")
+    p.add_argument("--verdict-targets", type=int, default=64, help="targets of our default attack")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
@@ -122,6 +134,53 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def default_attack_config():
+    """conf/attack/dlg.yaml as the job composes it (the default attack)."""
+    return OmegaConf.load(os.path.join(ROOT, "conf", "attack", "dlg.yaml"))
+
+
+def time_to_verdict(args, device, n_ref: int, k: int) -> dict:
+    """Reference (fixed 300 steps, one image at a time) vs our default attack on k targets."""
+    torch.manual_seed(args.seed)
+    images, labels, test = load_images(args, max(k, n_ref))
+    images, labels = images.to(device), labels.to(device)
+    model = LeNet(test.shape[0], test.shape[1], test.num_classes).to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    targets = shared_gradients(model, images[:n_ref], labels[:n_ref])
+    layout = DummyLayout(1, test.shape, test.num_classes, with_labels=True)
+    x0 = torch.randn(n_ref, layout.image_numel + test.num_classes,
+                     generator=torch.Generator().manual_seed(args.seed + 1)).to(device)
+    refs = [ReferenceDLG(model, [t[i] for t in targets], layout.images(x0[i:i + 1])[0],
+                         layout.labels(x0[i:i + 1])[0]) for i in range(n_ref)]
+    cfg = default_attack_config()
+    start = time.perf_counter()
+    ours = Attack(cfg, model, images[:k], labels[:k], lambda g, **_: g, args.seed, device)
+    our_s, ref_s, step = time.perf_counter() - start, 0.0, 0
+    for step in range(1, max(REFERENCE_STEPS, cfg.steps) + 1):
+        if step <= REFERENCE_STEPS:
+            start = time.perf_counter()
+            for ref in refs:
+                ref.step()
+            sync(device)
+            ref_s += time.perf_counter() - start
+        if step <= cfg.steps and ours.optimizer.state.running.any():
+            start = time.perf_counter()
+            ours.optimizer.step()
+            ours.apply_stop_rules(step)
+            sync(device)
+            our_s += time.perf_counter() - start
+    start = time.perf_counter()
+    results = ours.results()
+    our_s += time.perf_counter() - start
+    ref_ok = [bool(success(r.images.detach(), images[i])[0]) for i, r in enumerate(refs)]
+    our_ok = [t["success"] for t in results]
+    return {"ref_s_per_target": ref_s / n_ref, "our_s_per_target": our_s / k,
+            "ref_ok": sum(ref_ok) / n_ref, "our_ok_same": sum(our_ok[:n_ref]) / n_ref,
+            "our_ok_all": sum(our_ok) / k, "our_evals": int(ours.optimizer.state.evals.sum()),
+            "ref_evals": sum(r.evals for r in refs)}
+
+
 def main():
     args = parse_args()
     device = torch.device(args.device)
@@ -144,7 +203,21 @@ def main():
         ("one_time_cost_s", f"{one_time_s:.1f} (torch.compile)" if args.compile else "0 (no compilation)"),
         ("speedup", f"{our_rate / ref_rate:.2f}"),
     ]:
-        print(f"{key}: {value}")
+        print(f"{key}: {value}", flush=True)
+    n_verdict = args.verdict_images or (4 if args.quick else 8)
+    v = time_to_verdict(args, device, n_verdict, max(args.verdict_targets, n_verdict))
+    for key, value in [
+        ("verdict_reference_images", f"{n_verdict} x {REFERENCE_STEPS} steps ({v['ref_evals']} evals)"),
+        ("verdict_ours_targets", f"{max(args.verdict_targets, n_verdict)} x {default_attack_config().restarts}"
+                                 f" restarts ({v['our_evals']} evals)"),
+        ("reference_seconds_per_target", f"{v['ref_s_per_target']:.2f}"),
+        ("ours_seconds_per_target", f"{v['our_s_per_target']:.2f}"),
+        ("reference_success_rate_verdict", f"{v['ref_ok']:.3f}"),
+        ("ours_success_rate_same_images", f"{v['our_ok_same']:.3f}"),
+        ("ours_success_rate_all_targets", f"{v['our_ok_all']:.3f}"),
+        ("time_per_target_speedup", f"{v['ref_s_per_target'] / v['our_s_per_target']:.2f}"),
+    ]:
+        print(f"{key}: {value}", flush=True)
 
 
 if __name__ == "__main__":

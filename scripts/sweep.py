@@ -4,7 +4,7 @@
 
 The study is a Hydra config: conf/study/<profile>.yaml (seeds, dataset, attack and
 training sizes) composed with conf/study/stages.yaml (the grids); params.yaml names the
-profile.
+profile. Jobs run in parallel on every core (Hydra's joblib launcher).
 """
 import argparse
 import os
@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "results" / "sweeps"
 STUDY_DIR = ROOT / "conf" / "study"
+SURVEYS = ("datasets", "batch")  # sized by the profile's survey, attack only
 
 
 def load_study(profile: str):
@@ -35,15 +36,17 @@ def main() -> int:
     study = load_study(params["profile"])
     data_dir = os.environ.get("GRADLEAK_DATA_DIR", params["data_dir"])
     out = SWEEPS / args.stage
-    seeds = "seed=" + ",".join(map(str, study.seeds))
+    survey = args.stage in SURVEYS
+    size = study.survey if survey else study
+    seeds = "seed=" + ",".join(map(str, size.seeds))
     if args.stage == "datasets":
         return run_datasets(study, data_dir, seeds, out)
     if args.stage not in study.stages:
         print(f"sweep: stage={args.stage}: allowed datasets, {', '.join(study.stages)}", file=sys.stderr)
         return 2
     grid = list(study.stages[args.stage])
-    train = [] if args.stage == "batch" else list(study.train)
-    return multirun([*grid, f"dataset={study.dataset}", *study.attack, *train, seeds], data_dir, out)
+    train = [] if survey else list(study.train)
+    return multirun([*grid, f"dataset={study.dataset}", *size.attack, *train, seeds], data_dir, out)
 
 
 def run_datasets(study, data_dir, seeds, out: Path) -> int:
@@ -53,7 +56,7 @@ def run_datasets(study, data_dir, seeds, out: Path) -> int:
                  if _path_exists(overrides)})
     failures = 0
     for name, overrides in jobs.items():
-        rc = multirun([*overrides, "defense=none", *study.attack, seeds], data_dir, out / name,
+        rc = multirun([*overrides, "defense=none", *study.survey.attack, seeds], data_dir, out / name,
                       skip_missing=True)
         failures += rc not in (0, 2)
     return int(failures > 0)
@@ -64,9 +67,17 @@ def _path_exists(overrides) -> bool:
     return all((ROOT / p).exists() for p in paths)
 
 
+def parallel_jobs() -> list[str]:
+    """Jobs in parallel on every core this process may use, each with GRADLEAK_THREADS
+    torch threads (default 1), so that n_jobs x threads = cores."""
+    threads = max(1, int(os.environ.get("GRADLEAK_THREADS", "1")))
+    n_jobs = max(1, len(os.sched_getaffinity(0)) // threads)
+    return [] if n_jobs == 1 else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]
+
+
 def multirun(overrides: list[str], data_dir: str, out: Path, skip_missing=False) -> int:
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", *overrides, f"data_dir={data_dir}",
-           f"hydra.sweep.dir={out}"]
+           f"hydra.sweep.dir={out}", *parallel_jobs()]
     print("+", " ".join(cmd[1:]), flush=True)
     rc = subprocess.run(cmd, cwd=ROOT).returncode
     if rc == 2 and skip_missing:

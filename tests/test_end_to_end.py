@@ -3,6 +3,9 @@ import json
 
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from gradleak.victim.data import load_split
 
 
 def runs_of(run_py):
@@ -14,7 +17,8 @@ def runs_of(run_py):
 def test_default_run_on_digits_leaks_and_is_tracked(run_py):
     res = run_py("seed=0")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "success (MSE < 0.001)" in res.stdout and "mlflow ui --backend-store-uri" in res.stdout
+    assert "exact reconstruction (MSE < 0.001)" in res.stdout
+    assert "re-identified (rank 1 of" in res.stdout and "mlflow ui --backend-store-uri" in res.stdout
     m = json.loads((run_py.dir / "run" / "metrics.json").read_text())
     assert len(m["targets"]) == 8
     assert sum(t["success"] for t in m["targets"]) >= 1
@@ -39,7 +43,9 @@ def test_run_on_real_mnist(run_py, shared_data):
     assert res.returncode == 0, res.stderr[-2000:]
     m = json.loads((run_py.dir / "run" / "metrics.json").read_text())
     assert m["config"]["dataset.name"] == "mnist"
-    assert [t["label"] for t in m["targets"]] == [[7], [2]]  # the first two MNIST test labels
+    test = load_split(OmegaConf.create({"name": "mnist", "data_dir": str(shared_data)}), "test")
+    drawn = [t["index"][0] for t in m["targets"]]  # drawn by the seed from the test split
+    assert len(set(drawn)) == 2 and [t["label"] for t in m["targets"]] == [[int(test.labels[i])] for i in drawn]
     assert m["targets"][0]["success"] and m["targets"][0]["mse"] < 1e-3
     losses = [v for v in m["curve"]["loss_median"] if v is not None]  # step 0: not yet evaluated
     assert m["curve"]["loss_median"][0] is None and losses[-1] < 1e-6 * losses[0]

@@ -17,8 +17,9 @@ from gradleak.victim.defenses.noise import noise_variance
 
 ROOT = Path(__file__).resolve().parents[1]
 T_975_2DF_OVER_SQRT3 = 2.4841377117503303  # t(0.975, df=2) / sqrt(3)
+GALLERIES = [f"fig_gallery_{f}.png" for f in ("noise-gaussian", "noise-laplacian", "precision", "prune")]
 PNGS = ["fig_reconstructions.png", "fig_mse_per_dataset.png", "fig_defenses.png",
-        "fig_frontier.png"]
+        "fig_frontier.png", "fig_leak_rates.png", "fig_thresholds.png", *GALLERIES]
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def test_the_report_package_imports_without_torch():
 
 @pytest.mark.parametrize("family, strength, starts", [
     ("noise-gaussian", 0.1, "yes"), ("noise-gaussian", 0.01, "no"),
-    ("noise-laplacian", 0.0708, "yes"), ("noise-laplacian", 0.07, "no"),
+    ("noise-laplacian", 0.1, "yes"), ("noise-laplacian", 0.099, "no"),
     ("prune", 0.2, "no"), ("prune", 0.3, "yes"),
     ("precision", "fp16", "no"), ("precision", "bf16", "not studied"),
 ])
@@ -138,8 +139,35 @@ def test_paper_baseline_accuracy_is_marked_unchecked():
     assert "Table 2" in ref["paper_source"]
 
 
+def test_wilson_interval_on_known_numbers():
+    lo, hi = aggregate.wilson(0, 12)
+    assert lo == 0.0 and hi == pytest.approx(0.2425, abs=1e-4)  # 1.96^2 / (12 + 1.96^2)
+    lo, hi = aggregate.wilson(8, 16)
+    assert (lo, hi) == (pytest.approx(0.2800, abs=1e-4), pytest.approx(0.7200, abs=1e-4))
+
+
+def test_bootstrap_median_brackets_the_median():
+    values = np.random.default_rng(0).normal(10.0, 1.0, 400)
+    median, lo, hi = aggregate.bootstrap_median(values)
+    assert median == pytest.approx(np.median(values))
+    assert lo < median < hi and 0.05 < hi - lo < 0.4  # the median's standard error is about 0.063
+    assert aggregate.bootstrap_median([3.0, np.inf, 3.0]) == (3.0, 3.0, 3.0)
+
+
+def test_verdicts_pool_every_target_of_every_seed(tree):
+    targets = tree[2]["targets"]
+    agg = aggregate.over_targets(targets[targets["stage"] == "defenses"]).set_index("setting")
+    weak = agg.loc["defense=prune ratio=0.1"]  # final MSE about 2e-4: exact in most targets
+    rows = targets[targets["setting"] == "defense=prune ratio=0.1"]
+    assert (weak["n_seeds"], weak["n_targets"]) == (3, synthetic.TARGETS)
+    assert weak["success_rate"] == pytest.approx(rows["success"].mean())
+    k, n = rows["success"].sum(), len(rows)
+    assert (weak["success_rate_lo"], weak["success_rate_hi"]) == aggregate.wilson(k, n) and n == 12
+    assert weak["reid_rate"] == 1.0 and weak["mse_median"] == pytest.approx(rows["mse"].median())
+
+
 def test_defense_table_in_percent_with_paper_columns(tree):
-    table = paper.defense_table(tree[2]["summary"])
+    table = paper.defense_table(tree[2]["summary"], tree[2]["targets"])
     assert len(table) == len(synthetic.DEFENSES)
     assert list(table["family"]) == ["none", "noise-gaussian", "noise-gaussian", "noise-laplacian",
                                      "precision", "precision", "prune", "prune"]
@@ -148,10 +176,13 @@ def test_defense_table_in_percent_with_paper_columns(tree):
     assert strong["test_acc"] == pytest.approx(60.0) and strong["variance"] == pytest.approx(1e-2)
     assert strong["test_acc_hi"] - 60.0 == pytest.approx(2 * T_975_2DF_OVER_SQRT3)
     assert strong["success_rate"] == 0.0 and strong["paper_defends"].startswith("yes")
+    assert (strong["n_seeds"], strong["n_targets"]) == (3, synthetic.TARGETS)
+    assert strong["success_rate_hi"] == pytest.approx(100 * aggregate.wilson(0, 12)[1])
     md = paper.markdown_table(table)
     assert "| 60.0 ± 5.0 |" in md and "76.3 (unchecked)" in md
+    assert "| 0 [0–24] |" in md  # exact reconstructions of the strong noise: 0 of 12, Wilson
     bf16 = next(line for line in md.splitlines() if "| bf16 |" in line)
-    assert "| 1 | 91.0 |" in bf16 and "±" not in bf16
+    assert "| 1 | 4 | 91.0 |" in bf16 and "±" not in bf16
 
 
 def _assert_real_png(path: Path):
@@ -170,8 +201,10 @@ def test_make_all_writes_every_figure_and_table(tree, tmp_path):
     for name in PNGS:
         _assert_real_png(tmp_path / "figures" / name)
     csv = pd.read_csv(tmp_path / "figures" / "table_defenses.csv")
-    assert {"test_acc", "test_acc_lo", "test_acc_hi", "success_rate", "n_seeds",
+    assert {"test_acc", "test_acc_lo", "test_acc_hi", "success_rate", "n_seeds", "n_targets",
+            "reid_rate", "reid_rate_lo", "reid_rate_hi", "variance",
             "paper_test_acc", "paper_defends", "paper_source", "paper_checked"} <= set(csv.columns)
+    assert not csv["setting"].str.contains("data_dir").any()
 
 
 def _collected(tmp_path, write_stages) -> Path:
@@ -185,13 +218,14 @@ def test_only_the_datasets_stage_skips_defense_figures(tmp_path, capsys):
     written = figures.make_all(res, res / "figures")
     assert sorted(p.name for p in written) == ["fig_mse_per_dataset.png", "fig_reconstructions.png"]
     printed = capsys.readouterr().out
-    assert "skipping the frontier" in printed and "skipping the defense figure" in printed
+    assert "skipping the verdict figures" in printed and "skipping the defense figure" in printed
 
 
 def test_untrained_defenses_stage_skips_only_the_frontier(tmp_path, capsys):
     res = _collected(tmp_path, lambda root: synthetic.write_defenses_stage(root, train=False))
     written = {p.name for p in figures.make_all(res, res / "figures")}
     assert written == {"fig_reconstructions.png", "fig_mse_per_dataset.png", "fig_defenses.png",
+                       "fig_leak_rates.png", "fig_thresholds.png", *GALLERIES,
                        "table_defenses.csv", "table_defenses.md"}
     assert "no undefended 'datasets' stage" in capsys.readouterr().out
     _assert_real_png(res / "figures" / "fig_defenses.png")

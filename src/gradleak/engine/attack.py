@@ -14,51 +14,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import MISSING
 from torch import nn
 
-from gradleak.checks import choice, fail, in_range
 from gradleak.engine.labels import idlg_labels
 from gradleak.engine.optimizers import BATCHED_OPTIMIZERS, DIVERGED
 from gradleak.engine.problems import DummyLayout, ProblemObjective
 from gradleak.engine.quality import image_metrics, match_images
+from gradleak.engine.stopping import StopRules, count_reasons
 from gradleak.victim.gradients import last_linear_weight, shared_gradients
-
-
-@dataclass
-class AttackSchema:
-    """The attack group's types and ranges; the values live in conf/attack/*.yaml."""
-    name: str = MISSING
-    num_targets: int = MISSING
-    batch_size: int = MISSING
-    labels: str = MISSING
-    restarts: int = MISSING
-    steps: int = MISSING
-    optimizer: str = MISSING
-    lr: float = MISSING
-    max_iter: int = MISSING
-    history_size: int = MISSING
-    line_search: str = MISSING
-    divergence_factor: float = MISSING
-    success_mse: float = MISSING
-    chunk_size: int = MISSING
-    compile: bool = MISSING
-    snapshots: int = MISSING
-
-    def __post_init__(self):
-        for key in ("num_targets", "batch_size", "restarts", "max_iter", "history_size"):
-            in_range(f"attack.{key}", getattr(self, key), low=1)
-        for key in ("steps", "chunk_size", "snapshots"):
-            in_range(f"attack.{key}", getattr(self, key), low=0)
-        choice("attack.labels", self.labels, ("soft", "idlg"))
-        if self.labels == "idlg" and self.batch_size != 1:
-            fail("attack.labels", "idlg", "with attack.batch_size=1 only (iDLG's label rule)")
-        choice("attack.optimizer", self.optimizer, tuple(BATCHED_OPTIMIZERS))
-        choice("attack.line_search", self.line_search, ("none", "backtracking"))
-        in_range("attack.lr", self.lr, low=0, low_open=True)
-        in_range("attack.divergence_factor", self.divergence_factor, low=1, low_open=True)
-        in_range("attack.success_mse", self.success_mse, low=0, low_open=True)
-
 
 # --- the Lightning module ----------------------------------------------------------------------
 
@@ -99,6 +62,7 @@ class AttackModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         self.attack.optimizer.step()
+        self.attack.apply_stop_rules(batch_idx + 1)
         loss, _ = self._record(batch_idx + 1)
         st = self.attack.optimizer.state
         self.log_dict({"log10_loss": float(np.log10(max(loss, 1e-30))),
@@ -155,6 +119,19 @@ class Attack:
         self.inferred_labels = None if self.layout.with_labels else idlg_labels(self.model, self.targets)
         self.target_of = torch.arange(t, device=device).repeat_interleave(self.restarts)
         self.optimizer = self._optimizer(seed)
+        self.stop_rules = StopRules(cfg.stop, self.restarts, len(self.target_of), device) \
+            if cfg.stop.enabled else None
+
+    def apply_stop_rules(self, step: int) -> None:
+        if self.stop_rules is not None:
+            self.stop_rules.apply(step, self.optimizer.state, self.optimizer.initial_loss)
+
+    def stop_reasons(self) -> list[str]:
+        """Why each problem ended (stop rule, the optimizer's own test, divergence, budget)."""
+        status = self.optimizer.state.status
+        if self.stop_rules is None:
+            return StopRules.own_reasons(status)
+        return self.stop_rules.reasons(status)
 
     def _optimizer(self, seed: int):
         cfg, layout = self.cfg, self.layout
@@ -203,6 +180,8 @@ class Attack:
         best = self.best_problems()
         st = self.optimizer.state
         recon, labels = self.reconstructions(best), self.predicted_labels(best)
+        reasons = self.stop_reasons()
+        stop_step = self.stop_rules.step if self.stop_rules is not None else None
         out = []
         for t, p in enumerate(best.tolist()):
             order = match_images(recon[t].clamp(0, 1), self.truth[t])
@@ -216,6 +195,7 @@ class Attack:
                 "loss": float(st.loss[p]), "success": (mse < self.success_mse) and not diverged,
                 "diverged": diverged, "evals": int(st.evals[p]),
                 "evals_all_restarts": int(st.evals[self.target_of == t].sum()),
+                "stop_reason": reasons[p], "stop_step": int(stop_step[p]) if stop_step is not None else -1,
             })
             recon[t] = recon[t][order]
         self.final_reconstructions = recon.clamp(0, 1).detach().cpu()
@@ -230,6 +210,7 @@ class AttackOutcome:
     reconstructions: torch.Tensor  # [T, B, C, H, W], matched to truth, clamped to [0, 1]
     wall_s: float
     device: str
+    stopped: dict                  # problems (all restarts) per reason they ended
 
 
 def run_attack(cfg, model: nn.Module, images, labels, defense, seed: int,
@@ -254,7 +235,7 @@ def run_attack(cfg, model: nn.Module, images, labels, defense, seed: int,
     module.snapshot_final()
     targets = attack.results()
     return AttackOutcome(targets, module.progress, attack.truth.cpu(), attack.final_reconstructions,
-                         time.perf_counter() - start, device.type)
+                         time.perf_counter() - start, device.type, count_reasons(attack.stop_reasons()))
 
 
 def pick_device(accelerator: str) -> torch.device:

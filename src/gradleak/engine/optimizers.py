@@ -15,6 +15,7 @@ import torch
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 RUNNING, CONVERGED, STALLED, DIVERGED = 0, 1, 2, 3
+STOPPED = 4  # by a rule outside the optimizer (engine/stopping.py); frozen like the others
 
 
 @dataclass
@@ -22,7 +23,7 @@ class OptimState:
     """What every batched optimizer exposes to the attack."""
     x: torch.Tensor            # [K, n] current (or frozen) variables
     loss: torch.Tensor         # [K] last finite objective value
-    status: torch.Tensor       # [K] RUNNING / CONVERGED / STALLED / DIVERGED
+    status: torch.Tensor       # [K] RUNNING / CONVERGED / STALLED / DIVERGED / STOPPED
     evals: torch.Tensor        # [K] objective evaluations spent per problem
 
     @property

@@ -1,8 +1,9 @@
 """Reconstruction quality: per-image MSE / PSNR / SSIM on [0, 1], batch matching, the
-summary over a job's targets."""
+summary over a job's targets with both verdicts' intervals, threshold curves."""
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from scipy.stats import binomtest
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 PSNR_CAP_DB = 100.0  # an exact reconstruction has infinite PSNR; report it as 100 dB
@@ -30,17 +31,49 @@ def image_metrics(recon: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.T
     return {"mse": mse, "psnr": psnr.clamp(max=PSNR_CAP_DB), "ssim": ssim}
 
 
-def summarize_targets(per_target: list[dict]) -> dict[str, float]:
-    """Means, medians and rates over targets (diverged targets count as failures)."""
-    col = {k: np.array([t[k] for t in per_target], dtype=float) for k in per_target[0]}
-    return {
+PSNR_THRESHOLDS_DB = np.arange(10.0, 60.5, 1.0)
+SSIM_THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.05), 2)
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a rate k / n."""
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def summarize_targets(per_target: list[dict], reid_chance: float) -> dict[str, float]:
+    """Means, medians and both verdicts' rates over targets, each rate with its Wilson
+    interval over the n targets (diverged targets count as failures)."""
+    col = {k: np.array([t[k] for t in per_target], dtype=float)
+           for k in ("mse", "psnr", "ssim", "label_acc", "success", "loss", "diverged", "evals",
+                     "reidentified")}
+    n = len(per_target)
+    summary = {
+        "n_targets": n,
         "mse_mean": float(col["mse"].mean()),
         "mse_median": float(np.median(col["mse"])),
         "psnr_mean": float(col["psnr"].mean()),
+        "psnr_median": float(np.median(col["psnr"])),
         "ssim_mean": float(col["ssim"].mean()),
         "label_acc": float(col["label_acc"].mean()),
         "success_rate": float(col["success"].mean()),
+        "reid_rate": float(col["reidentified"].mean()),
+        "reid_chance": reid_chance,
         "loss_median": float(np.median(col["loss"])),
         "diverged_rate": float(col["diverged"].mean()),
         "evals_mean": float(col["evals"].mean()),
     }
+    for rate, hits in (("success_rate", col["success"]), ("reid_rate", col["reidentified"])):
+        summary[f"{rate}_lo"], summary[f"{rate}_hi"] = wilson(round(hits.sum()), n)
+    return summary
+
+
+def threshold_curves(per_target: list[dict]) -> dict[str, list[float]]:
+    """Share of targets with PSNR >= t and SSIM >= s over a grid of thresholds, so a reader
+    picks a threshold and sees the verdict move."""
+    psnr = np.array([t["psnr"] for t in per_target])
+    ssim = np.array([t["ssim"] for t in per_target])
+    return {"psnr_db": PSNR_THRESHOLDS_DB.tolist(),
+            "share_psnr": [float((psnr >= x).mean()) for x in PSNR_THRESHOLDS_DB],
+            "ssim": SSIM_THRESHOLDS.tolist(),
+            "share_ssim": [float((ssim >= x).mean()) for x in SSIM_THRESHOLDS]}

@@ -12,10 +12,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gradleak.checks import ConfigError, choice, in_range
-from gradleak.engine.attack import AttackSchema
+from gradleak.engine.schema import AttackSchema
 from gradleak.victim.defenses import DEFENSES
 from gradleak.victim.defenses import KNOBS as DEFENSE_KNOBS
-from gradleak.victim.training import check_train_config
 
 # Knobs that live at the top level of the command line (defense=noise scale=1e-3, path=...).
 KNOBS = (*DEFENSE_KNOBS, "path")
@@ -58,6 +57,8 @@ def validate(cfg: DictConfig) -> None:
     _check(AttackSchema, cfg.attack, "attack.")
     _check(DatasetSchema, cfg.dataset, "dataset.")
     if cfg.train.name != "none":
+        from gradleak.victim.training import check_train_config  # Lightning: only when training
+
         check_train_config(cfg)
 
 

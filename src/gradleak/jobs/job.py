@@ -10,7 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from gradleak.engine.attack import run_attack
-from gradleak.engine.quality import summarize_targets
+from gradleak.engine.quality import summarize_targets, threshold_curves
+from gradleak.engine.reidentification import draw_distractors, reid_ranks
 from gradleak.jobs import tracking
 from gradleak.jobs.config import validate
 from gradleak.jobs.outputs import save_grid, save_snapshots, write_json
@@ -67,20 +68,30 @@ def job_params(cfg: DictConfig) -> dict:
     return params
 
 
+def draw_targets(n_split: int, cfg) -> torch.Tensor:
+    """The attacked images: a seeded draw of num_targets x batch_size test indices, so seeds
+    differ in which images are attacked as well as in inits and noise."""
+    n = cfg.attack.num_targets * cfg.attack.batch_size
+    gen = torch.Generator().manual_seed(cfg.seed)
+    return torch.randperm(n_split, generator=gen)[:n].reshape(cfg.attack.num_targets, cfg.attack.batch_size)
+
+
 def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
-    """Attack the first num_targets x batch_size test images; write and log the results."""
+    """Attack the drawn test images; judge, write and log the results."""
     a = cfg.attack
-    n = a.num_targets * a.batch_size
-    images = test.images[:n].reshape(a.num_targets, a.batch_size, *test.shape)
-    labels = test.labels[:n].reshape(a.num_targets, a.batch_size)
+    index = draw_targets(len(test), cfg)
+    images, labels = test.images[index], test.labels[index]
     victim = build_model(cfg.model.name, test.shape[0], test.shape[1], test.num_classes)
     outcome = run_attack(a, victim, images, labels, defense_from_config(cfg.defense), cfg.seed,
                          cfg.trainer.accelerator)
+    targets, chance = judge(outcome, index, test, cfg)
     p = outcome.progress
     report.update(
         device=outcome.device,
-        attack={**summarize_targets(outcome.targets), "wall_s": outcome.wall_s},
-        targets=[{**t, "index": t["target"] * a.batch_size} for t in outcome.targets],
+        attack={**summarize_targets(targets, chance), "wall_s": outcome.wall_s,
+                **{f"stopped_{reason}": n for reason, n in outcome.stopped.items()}},
+        targets=targets,
+        thresholds=threshold_curves(targets),
         curve={"step": p.step, "evals": p.evals, "loss_median": p.loss_median,
                "mse_median": p.mse_median, "success_rate": p.success_rate},
         snapshots={"file": "snapshots.npz", "steps": p.snapshot_steps},
@@ -89,7 +100,9 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
     save_snapshots(out_dir / "snapshots.npz", outcome.truth, p.snapshot_steps, p.snapshots)
     mse = [float(((r - t) ** 2).mean()) for r, t in zip(outcome.reconstructions.flatten(0, 1),
                                                         outcome.truth.flatten(0, 1))]
-    title = f"{' '.join(report['overrides']) or 'defaults'} | success {report['attack']['success_rate']:.0%}"
+    a_report = report["attack"]
+    title = (f"{' '.join(report['overrides']) or 'defaults'} | exact {a_report['success_rate']:.0%}"
+             f" | re-identified {a_report['reid_rate']:.0%}")
     grid = save_grid(out_dir / "reconstruction.png", outcome.truth, outcome.reconstructions, mse, title)
     write_json(out_dir / "metrics.json", report)  # written now: kept even if training fails
     mlrun.log_metrics(report["attack"])
@@ -100,6 +113,19 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     mlrun.log_artifact(out_dir / "config.yaml")
     return grid
+
+
+def judge(outcome, index: torch.Tensor, test, cfg) -> tuple[list[dict], float]:
+    """Both verdicts per target: exact reconstruction (in the attack's results) and
+    re-identification among distractors of the same split. Returns (targets, chance)."""
+    m = min(cfg.attack.distractors, len(test) - 1)
+    pool = draw_distractors(len(test), m, cfg.seed + 1)
+    ranks = reid_ranks(outcome.reconstructions.flatten(0, 1), index.flatten(), test.images, pool, m)
+    ranks = ranks.reshape(index.shape)
+    targets = [{**t, "index": index[i].tolist(), "reid_rank": int(ranks[i].max()),
+                "reidentified": float((ranks[i] == 1).float().mean()), "distractors": m}
+               for i, t in enumerate(outcome.targets)]
+    return targets, 1.0 / (m + 1)
 
 
 def train_and_report(cfg, test, report: dict, out_dir: Path, mlrun):

@@ -11,20 +11,28 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
         f"gradleak | dataset={cfg['dataset.name']} model={cfg['model.name']} {_defense(report)}"
         f" | {len(report['targets'])} targets x {cfg['attack.batch_size']} images"
         f" | {a['wall_s']:.1f} s on {report['device']}",
-        f"{'target':>6} {'label':>7} {'pred':>7} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>6} {'evals':>6}  result",
+        f"{'target':>6} {'image':>6} {'label':>7} {'pred':>7} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>6}"
+        f" {'evals':>6}  {'exact':>5} {'re-id rank':>10}  stopped",
     ]
     for t in report["targets"][:MAX_ROWS]:
-        result = "diverged" if t["diverged"] else ("leaked" if t["success"] else "failed")
-        lines.append(f"{t['target']:>6} {_labels(t['label']):>7} {_labels(t['predicted']):>7}"
-                     f" {t['mse']:9.2e} {t['psnr']:8.1f} {t['ssim']:6.3f} {t['evals']:>6}  {result}")
+        exact = "div." if t["diverged"] else ("yes" if t["success"] else "no")
+        rank = f"{t['reid_rank']}/{t['distractors'] + 1}"
+        lines.append(f"{t['target']:>6} {_labels(t['index']):>6} {_labels(t['label']):>7}"
+                     f" {_labels(t['predicted']):>7} {t['mse']:9.2e} {t['psnr']:8.1f} {t['ssim']:6.3f}"
+                     f" {t['evals']:>6}  {exact:>5} {rank:>10}  {t.get('stop_reason', '')}")
     if len(report["targets"]) > MAX_ROWS:
         lines.append(f"{'...':>6} ({len(report['targets']) - MAX_ROWS} more in metrics.json)")
-    n = len(report["targets"])
     lines += [
-        f"success (MSE < {cfg['attack.success_mse']:g}): {round(a['success_rate'] * n)}/{n}"
-        f" ({a['success_rate']:.0%}) | MSE mean {a['mse_mean']:.2e} median {a['mse_median']:.2e}"
-        f" | PSNR {a['psnr_mean']:.1f} dB | SSIM {a['ssim_mean']:.3f} | label acc {a['label_acc']:.0%}",
+        _verdict(f"exact reconstruction (MSE < {cfg['attack.success_mse']:g})", a, "success_rate"),
+        _verdict(f"re-identified (rank 1 of 1 + {report['targets'][0]['distractors']} test images,"
+                 f" chance {a['reid_chance']:.1%})", a, "reid_rate"),
+        f"MSE mean {a['mse_mean']:.2e} median {a['mse_median']:.2e} | PSNR median {a['psnr_median']:.1f} dB"
+        f" | SSIM mean {a['ssim_mean']:.3f} | label acc {a['label_acc']:.0%}",
     ]
+    stopped = {k.removeprefix("stopped_"): v for k, v in a.items() if k.startswith("stopped_") and v}
+    if stopped:
+        lines.append("problems ended: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stopped.items())
+                     + f" (of {sum(stopped.values())}: targets x restarts)")
     if report.get("train"):
         tr = report["train"]
         lines.append(f"training ({cfg.get('train.name')}): test accuracy {tr['test_acc']:.2%}"
@@ -46,6 +54,12 @@ def _defense(report: dict) -> str:
     knobs = [f"{k.removeprefix('defense.')}={v}" for k, v in cfg.items()
              if k.startswith("defense.") and k not in ("defense.name", "defense.variance")]
     return " ".join([f"defense={cfg['defense.name']}", *knobs, f"({report['defense']['strength_label']})"])
+
+
+def _verdict(name: str, a: dict, rate: str) -> str:
+    n = a["n_targets"]
+    return (f"{name}: {round(a[rate] * n)}/{n} ({a[rate]:.0%},"
+            f" 95% Wilson {a[f'{rate}_lo']:.0%}-{a[f'{rate}_hi']:.0%})")
 
 
 def _labels(labels: list[int]) -> str:

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from gradleak.report import gallery, verdicts
 from gradleak.report.collect import read_tables
 from gradleak.report.paper import defense_table, markdown_table
-from gradleak.report.statistics import curve_over_seeds, errorbar, over_seeds
+from gradleak.report.statistics import curve_over_seeds
 
 plt.switch_backend("agg")  # files only, also where a display is set
 ITERATIONS = "iterations (gradient-match evaluations)"
@@ -194,55 +195,33 @@ def _band(ax, runs, y, color, label, ls, alpha=0.15):
                         alpha=alpha, lw=0)
 
 
-def frontier(summary):
-    """Privacy-utility frontier: attack success and MSE against test accuracy, one point
-    per defense setting (colour = family, marker = strength), error bars = 95%
-    t-intervals over seeds (success bars clipped to [0, 100] %)."""
-    if "test_acc" not in summary or summary["test_acc"].isna().all():
-        return note("no training results (test_acc); skipping the frontier")
-    rows = summary[summary["test_acc"].notna()].copy()
-    for col in ("test_acc", "success_rate"):
-        rows[col] = 100 * rows[col]
-    agg = over_seeds(rows, ["test_acc", "success_rate", "mse_median"])
-    for end in ("lo", "hi"):
-        agg[f"success_rate_{end}"] = agg[f"success_rate_{end}"].clip(0, 100)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for ax, y in zip(axes, ["success_rate", "mse_median"]):
-        _frontier_points(ax, agg, y)
-        ax.set_xlabel("test accuracy (%)")
-    axes[0].set(ylabel="attack success (% of targets reconstructed)", ylim=(-5, 105))
-    axes[1].set(ylabel="reconstruction MSE (median over targets, log)", yscale="log")
-    axes[1].legend(title="defense setting", fontsize=8, title_fontsize=8,
-                   loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle("Privacy-utility frontier (mean ± 95% t-interval over seeds)", fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-def _frontier_points(ax, agg, y):
-    multi_stage = agg["stage"].nunique() > 1
-    colors = family_colors(agg)
-    for fam in families(agg):
-        part = agg[agg["family"] == fam].sort_values("strength_rank", kind="stable")
-        for i, (_, r) in enumerate(part.iterrows()):
-            one = part.loc[[r.name]]
-            label = ("undefended" if fam == "none"
-                     else f"{r['family_title']}: {r['strength_label']}")
-            ax.errorbar(one["test_acc"], one[y], xerr=errorbar(one, "test_acc"),
-                        yerr=errorbar(one, y), fmt=MARKERS[i % len(MARKERS)],
-                        color=colors[fam], ms=7, capsize=3, lw=1,
-                        label=label + (f" [{r['stage']}]" if multi_stage else ""))
-
-
-def write_defense_table(summary, out: Path) -> list[Path]:
-    table = defense_table(summary) if len(summary) else pd.DataFrame()
+def write_defense_table(table: pd.DataFrame, out: Path) -> list[Path]:
     if table.empty:
         note("no defended jobs; skipping the defense table")
         return []
     csv, md = Path(out) / "table_defenses.csv", Path(out) / "table_defenses.md"
     table.to_csv(csv, index=False)
-    md.write_text("# Defenses: test accuracy and attack success\n\n" + markdown_table(table))
+    md.write_text("# Defenses: test accuracy and leakage verdicts\n\n" + markdown_table(table))
     return [csv, md]
+
+
+def _trained(table: pd.DataFrame) -> bool:
+    return "test_acc" in table and table["test_acc"].notna().any()
+
+
+def _study_figures(summary, targets, results, table) -> dict:
+    """The verdict figures and one gallery per defended family (file names say gallery)."""
+    if table.empty:
+        note("no defended jobs; skipping the verdict figures and galleries")
+        return {}
+    chance = targets["distractors"].max() if "distractors" in targets else None
+    figs = {"fig_leak_rates.png": lambda: verdicts.leak_rates(table, None if chance is None else 1 / (chance + 1)),
+            "fig_frontier.png": lambda: verdicts.frontier(table) if _trained(table)
+            else note("no training results (test_acc); skipping the frontier"),
+            "fig_thresholds.png": lambda: verdicts.threshold_curves(targets[targets["stage"].isin(table["stage"])])}
+    for family in families(table, defended_only=True):
+        figs[f"fig_gallery_{family}.png"] = (lambda f=family: gallery.gallery(summary, targets, results, f))
+    return figs
 
 
 def make_all(results: Path, out: Path, datasets_stage="datasets", defense_stage=None) -> list[Path]:
@@ -254,12 +233,13 @@ def make_all(results: Path, out: Path, datasets_stage="datasets", defense_stage=
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid", context="notebook")
+    table = defense_table(summary, targets) if len(targets) else pd.DataFrame()
     figures = {
         "fig_reconstructions.png":
             lambda: reconstructions(summary, curves, results, datasets_stage),
         "fig_mse_per_dataset.png": lambda: mse_per_dataset(summary, targets, datasets_stage),
         "fig_defenses.png": lambda: defense_curves(summary, curves, defense_stage),
-        "fig_frontier.png": lambda: frontier(summary),
+        **_study_figures(summary, targets, results, table),
     }
     written = []
     for name, build in figures.items():
@@ -268,4 +248,4 @@ def make_all(results: Path, out: Path, datasets_stage="datasets", defense_stage=
             fig.savefig(out / name, dpi=150, bbox_inches="tight")
             plt.close(fig)
             written.append(out / name)
-    return written + write_defense_table(summary, out)
+    return written + write_defense_table(table, out)

@@ -1,8 +1,10 @@
-"""Aggregates over seeds with 95% t-intervals.
+"""Aggregates per setting with 95% intervals.
 
 A setting is one stage and one set of overrides without the seed (the `setting` column
-of summary.csv); its seeds are the samples. With fewer than two finite values there is
-no interval: the bounds are NaN and tables and figures show none.
+of summary.csv). Job-level numbers (test accuracy) get a t-interval over seeds; with
+fewer than two finite values there is none (NaN bounds; tables and figures show none).
+Verdicts are pooled over every attacked target of every seed (each seed draws its own
+targets): rates get Wilson score intervals, medians percentile-bootstrap intervals.
 """
 import numpy as np
 import pandas as pd
@@ -63,3 +65,49 @@ def curve_over_seeds(curves: pd.DataFrame, y: str, by: list[str]) -> pd.DataFram
     out[y], out[f"{y}_lo"], out[f"{y}_hi"] = (10 ** out["_mean"], 10 ** (out["_mean"] - half),
                                                10 ** (out["_mean"] + half))
     return out.drop(columns=["_mean", "_std", "_n"])
+
+
+def wilson(k: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of the rate k / n (k rounded: a share of a target's images)."""
+    if n == 0:
+        return np.nan, np.nan
+    ci = stats.binomtest(int(round(k)), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def bootstrap_median(values, confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float, float]:
+    """(median, low, high) of the finite values, percentile bootstrap (2,000 resamples)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return np.nan, np.nan, np.nan
+    if x.size < 2 or np.all(x == x[0]):
+        return float(np.median(x)), float(np.median(x)), float(np.median(x))
+    res = stats.bootstrap((x,), np.median, confidence_level=confidence, n_resamples=2000,
+                          method="percentile", random_state=seed)
+    return float(np.median(x)), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+RATES = {"success_rate": "success", "reid_rate": "reidentified"}  # rate: per-target column
+MEDIANS = {"mse_median": "mse", "psnr_median": "psnr"}
+
+
+def over_targets(targets: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """One row per group of `by` (default: the setting): n_seeds, n_targets (per seed), and
+    both verdicts' rates over all its targets with Wilson intervals, MSE and PSNR medians
+    with bootstrap intervals."""
+    by = [c for c in (by or SETTING_KEYS) if c in targets]
+    rows = []
+    for key, group in targets.groupby(by, dropna=False, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        seeds = group["seed"].nunique()
+        row["n_seeds"], row["n_targets"] = seeds, len(group) // max(seeds, 1)
+        for rate, col in RATES.items():
+            if col in group:
+                values = group[col].astype(float)
+                row[rate] = values.mean()
+                row[f"{rate}_lo"], row[f"{rate}_hi"] = wilson(values.sum(), len(values))
+        for median, col in MEDIANS.items():
+            row[median], row[f"{median}_lo"], row[f"{median}_hi"] = bootstrap_median(group[col])
+        rows.append(row)
+    return pd.DataFrame(rows)

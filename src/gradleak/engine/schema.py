@@ -1,0 +1,50 @@
+"""The attack group's types and ranges; the values live in conf/attack/*.yaml only.
+
+Kept apart from the attack itself so that checking a config (preflight, in the launching
+process) imports no Lightning.
+"""
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from gradleak.checks import choice, fail, in_range
+from gradleak.engine.optimizers import BATCHED_OPTIMIZERS
+from gradleak.engine.stopping import StopSchema
+
+
+@dataclass
+class AttackSchema:
+    """The attack group's types and ranges; the values live in conf/attack/*.yaml."""
+    name: str = MISSING
+    num_targets: int = MISSING
+    batch_size: int = MISSING
+    labels: str = MISSING
+    restarts: int = MISSING
+    steps: int = MISSING
+    optimizer: str = MISSING
+    lr: float = MISSING
+    max_iter: int = MISSING
+    history_size: int = MISSING
+    line_search: str = MISSING
+    divergence_factor: float = MISSING
+    success_mse: float = MISSING
+    distractors: int = MISSING
+    chunk_size: int = MISSING
+    compile: bool = MISSING
+    snapshots: int = MISSING
+    stop: StopSchema = MISSING
+
+    def __post_init__(self):
+        for key in ("num_targets", "batch_size", "restarts", "max_iter", "history_size"):
+            in_range(f"attack.{key}", getattr(self, key), low=1)
+        for key in ("steps", "chunk_size", "snapshots"):
+            in_range(f"attack.{key}", getattr(self, key), low=0)
+        choice("attack.labels", self.labels, ("soft", "idlg"))
+        if self.labels == "idlg" and self.batch_size != 1:
+            fail("attack.labels", "idlg", "with attack.batch_size=1 only (iDLG's label rule)")
+        choice("attack.optimizer", self.optimizer, tuple(BATCHED_OPTIMIZERS))
+        choice("attack.line_search", self.line_search, ("none", "backtracking"))
+        in_range("attack.lr", self.lr, low=0, low_open=True)
+        in_range("attack.divergence_factor", self.divergence_factor, low=1, low_open=True)
+        in_range("attack.success_mse", self.success_mse, low=0, low_open=True)
+        in_range("attack.distractors", self.distractors, low=1)

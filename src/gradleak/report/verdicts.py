@@ -1,0 +1,112 @@
+"""Figures of the study's verdicts, from the defense table (report.paper.defense_table) and
+the per-target table: leak rate against defense strength, the privacy-utility frontier on
+re-identification, and the threshold curves behind the exact-reconstruction verdict."""
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from gradleak.report.statistics import SETTING_KEYS
+
+VERDICTS = {"reid_rate": "re-identified", "success_rate": "exact reconstruction (MSE < threshold)"}
+VERDICT_COLORS = {"reid_rate": "tab:red", "success_rate": "tab:blue"}
+
+
+def _defended_families(table: pd.DataFrame) -> list[str]:
+    ranked = table[["family", "family_rank"]].drop_duplicates().sort_values("family_rank")
+    return [f for f in ranked["family"] if f != "none"]
+
+
+def _with_undefended(table: pd.DataFrame, family: str) -> pd.DataFrame:
+    """A family's settings in strength order, led by the undefended setting of the study."""
+    rows = table[table["family"] == family].sort_values("strength_rank")
+    base = table[table["family"] == "none"].head(1)
+    return pd.concat([base, rows], ignore_index=True)
+
+
+def _asymmetric(rows: pd.DataFrame, col: str) -> np.ndarray:
+    lo = (rows[col] - rows[f"{col}_lo"]).fillna(0).clip(lower=0).to_numpy()
+    hi = (rows[f"{col}_hi"] - rows[col]).fillna(0).clip(lower=0).to_numpy()
+    return np.vstack([lo, hi])
+
+
+def leak_rates(table: pd.DataFrame, chance: float | None = None):
+    """Per defense family: both verdicts' rates (percent, 95% Wilson bands) against strength."""
+    panels = _defended_families(table)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.9), sharey=True, squeeze=False)
+    for ax, family in zip(axes[0], panels):
+        rows = _with_undefended(table, family)
+        x = np.arange(len(rows))
+        for rate, label in VERDICTS.items():
+            ax.plot(x, rows[rate], marker="o", color=VERDICT_COLORS[rate], label=label)
+            ax.fill_between(x, rows[f"{rate}_lo"], rows[f"{rate}_hi"], color=VERDICT_COLORS[rate],
+                            alpha=0.15, lw=0)
+        if chance is not None:
+            ax.axhline(100 * chance, ls=":", color="0.4", lw=1, label="re-identification by chance")
+        ax.set_xticks(x, rows["strength_label"], rotation=35, ha="right", fontsize=8)
+        ax.set(title=rows["family_title"].iloc[-1], ylim=(-3, 103))
+    axes[0, 0].set_ylabel("targets leaked (%)")
+    axes[0, -1].legend(fontsize=7, loc="upper right")
+    n = f"{int(table['n_seeds'].max())} seeds x {int(table['n_targets'].max())} targets"
+    fig.suptitle(f"Leak rate against defense strength ({n} per setting; 95% Wilson bands)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def frontier(table: pd.DataFrame):
+    """Privacy-utility frontier: re-identification rate (Wilson interval) against test
+    accuracy (t-interval over seeds), one point per setting, colour = family."""
+    rows = table[table["test_acc"].notna()] if "test_acc" in table else table.iloc[:0]
+    if rows.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    palette = dict(zip(["none", *_defended_families(rows)], ["black", *sns.color_palette("colorblind", 9)]))
+    markers = "osD^vP*X"
+    for family, color in palette.items():
+        part = rows[rows["family"] == family].sort_values("strength_rank")
+        for i, (_, r) in enumerate(part.iterrows()):
+            one = part.loc[[r.name]]
+            xerr = np.vstack([(one["test_acc"] - one["test_acc_lo"]).fillna(0),
+                              (one["test_acc_hi"] - one["test_acc"]).fillna(0)])
+            label = "undefended" if family == "none" else f"{r['family_title']}: {r['strength_label']}"
+            ax.errorbar(one["test_acc"], one["reid_rate"], xerr=xerr, yerr=_asymmetric(one, "reid_rate"),
+                        fmt=markers[i % len(markers)], color=color, ms=7, capsize=3, lw=1, label=label)
+    ax.set(xlabel="test accuracy (%) of the model trained under the defense",
+           ylabel="re-identified targets (%)", ylim=(-3, 103))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle("Privacy-utility frontier (accuracy: 95% t-interval over seeds; "
+                 "re-identification: 95% Wilson interval over targets)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def threshold_curves(targets: pd.DataFrame):
+    """Share of targets with PSNR >= t (top) and SSIM >= s (bottom), per family and setting,
+    pooled over seeds: where a verdict would land for any threshold."""
+    panels = _defended_families(targets)
+    if not panels or targets.empty:
+        return None
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.8 * len(panels), 6.6), sharey=True, squeeze=False)
+    grids = {"psnr": np.arange(10, 61, 1.0), "ssim": np.linspace(0, 1, 41)}
+    keys = [k for k in SETTING_KEYS if k in targets]
+    for col, family in enumerate(panels):
+        part = pd.concat([targets[targets["family"] == "none"], targets[targets["family"] == family]])
+        settings = part[keys].drop_duplicates().sort_values(["family_rank", "strength_rank"])
+        colors = ["black", *sns.color_palette("flare", max(len(settings) - 1, 1))]
+        for color, (_, s) in zip(colors, settings.iterrows()):
+            rows = part[(part["setting"] == s["setting"]) & (part["stage"] == s["stage"])]
+            for row, (metric, grid) in enumerate(grids.items()):
+                share = [(rows[metric] >= g).mean() * 100 for g in grid]
+                axes[row, col].plot(grid, share, color=color, lw=1.3, label=s["strength_label"])
+        axes[0, col].set_title(settings["family_title"].iloc[-1])
+        axes[0, col].legend(fontsize=6, title="setting", title_fontsize=6)
+    for col in range(len(panels)):
+        axes[0, col].set_xlabel("PSNR threshold t (dB)")
+        axes[1, col].set_xlabel("SSIM threshold s")
+    axes[0, 0].set_ylabel("targets with PSNR >= t (%)")
+    axes[1, 0].set_ylabel("targets with SSIM >= s (%)")
+    fig.suptitle("Threshold curves: how the share of leaked targets moves with the threshold", fontsize=11)
+    fig.tight_layout()
+    return fig
