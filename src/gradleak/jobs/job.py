@@ -13,11 +13,13 @@ from gradleak.engine.attack import run_attack
 from gradleak.engine.quality import summarize_targets
 from gradleak.jobs import tracking
 from gradleak.jobs.config import validate
-from gradleak.jobs.outputs import save_grid, save_snapshots, write_json
+from gradleak.jobs.outputs import save_grid, save_snapshots, snapshot_images, write_json
 from gradleak.jobs.terminal import format_summary
 from gradleak.victim.data import load_split
 from gradleak.victim.defenses import defense_from_config, setting_of
 from gradleak.victim.models import build_model
+
+RECONSTRUCTION_KEY = "reconstruction"  # the logged image series: truth over reconstruction, per step
 
 
 def run(cfg: DictConfig) -> float:
@@ -87,6 +89,9 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
         grid="reconstruction.png",
     )
     save_snapshots(out_dir / "snapshots.npz", outcome.truth, p.snapshot_steps, p.snapshots)
+    mlrun.log_input(attacked_dataset(cfg.dataset, images, labels), context="attack")
+    for step, image in zip(p.snapshot_steps, snapshot_images(outcome.truth, p.snapshots)):
+        mlrun.log_image(RECONSTRUCTION_KEY, image, step=step)  # one key: the UI's step slider
     mse = [float(((r - t) ** 2).mean()) for r, t in zip(outcome.reconstructions.flatten(0, 1),
                                                         outcome.truth.flatten(0, 1))]
     title = f"{' '.join(report['overrides']) or 'defaults'} | success {report['attack']['success_rate']:.0%}"
@@ -113,3 +118,17 @@ def train_and_report(cfg, test, report: dict, out_dir: Path, mlrun):
                        "train/baseline_test_acc": result["baseline_test_acc"]})
     write_json(out_dir / "metrics.json", {**report, "train": result})
     return result
+
+
+def attacked_dataset(dataset: DictConfig, images: torch.Tensor, labels: torch.Tensor):
+    """The attacked images as an MLflow dataset: named by the dataset and the test indices,
+    its source says where they come from, its digest is of the pixels and labels."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    n = labels.numel()
+    indices = f"{0}-{n - 1}" if n > 1 else "0"  # the targets are the split's first n images
+    where = {k: str(v) for k in ("path", "test_fraction", "size", "channels") if (v := dataset.get(k)) is not None}
+    source = CodeDatasetSource({"dataset": dataset.name, "split": "test", "indices": indices, **where})
+    return mlflow.data.from_numpy(images.flatten(0, 1).numpy(), source=source, targets=labels.flatten().numpy(),
+                                  name=f"{dataset.name} test[{indices}]")

@@ -28,6 +28,8 @@ from gradleak import project_root
 PARENT_ENV = "GRADLEAK_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"
 HASH_TAG = "config_hash"
+# The UI opens an experiment of this kind in its model-training view (runs, charts, images).
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 # Left out of the config hash: where results go and how fast they come, not what they are.
 UNHASHED = ("tracking", "hydra", "threads", "resume", "data_dir")
 # For tests of failure isolation only: the job whose run name (its overrides) equals this
@@ -44,19 +46,30 @@ def ui_command(uri: str) -> str:
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment's id, created if missing, and of the model-training kind (the UI opens
+    an experiment without a kind in its GenAI tracing view)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        _ensure_kind(client, found)
         return found.experiment_id
     location = None
     uri = client.tracking_uri
     if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the cwd
         location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
     except MlflowException as exc:  # another process created it first: use theirs
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         return client.get_experiment_by_name(name).experiment_id
+
+
+def _ensure_kind(client: MlflowClient, experiment) -> None:
+    """Tag an existing experiment as model training unless someone chose a kind for it (the
+    UI itself stores a guess, `*_inferred`, which is replaced)."""
+    kind = experiment.tags.get(KIND_TAG, "")
+    if kind != KIND and (not kind or kind.endswith("_inferred") or kind == "no_inferred_type"):
+        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND)
 
 
 def ping(uri: str, experiment: str, timeout_s: int) -> None:
@@ -182,6 +195,18 @@ class JobRun:
 
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
+
+    def log_image(self, key: str, image, step: int) -> None:
+        """One image of a step series: the UI's image panel shows `key` with a step slider."""
+        self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def log_input(self, dataset, context: str) -> None:
+        """What the run used, as an MLflow dataset (the runs table's Dataset column)."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        entry = DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        self.client.log_inputs(self.run_id, datasets=[entry])
 
     def lightning_logger(self):
         """A Lightning MLFlowLogger writing into this run (the job ends the run, not Lightning)."""
