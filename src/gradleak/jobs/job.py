@@ -7,6 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gradleak.engine.attack import run_attack
@@ -34,6 +35,8 @@ def run(cfg: DictConfig) -> float:
     test = load_split(cfg.dataset, "test")
     params = job_params(cfg)
     tags = {"dataset": cfg.dataset.name, "defense": cfg.defense.name, "overrides": " ".join(overrides)}
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        tags[tracking.JOB_TAG] = str(HydraConfig.get().job.num)  # the sweep review's row order
     with tracking.job_run(cfg, " ".join(overrides) or "defaults", tags) as mlrun:
         mlrun.log_params(params)
         report = {"overrides": overrides, "config": params, "defense": setting_of(cfg.defense),

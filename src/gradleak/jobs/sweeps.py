@@ -20,11 +20,11 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from gradleak.jobs import tracking
+from gradleak.jobs import sweep_review, tracking
 from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides
 
 log = logging.getLogger(__name__)
-SKIPPED_TAG = "skipped.job"  # + job number, on the parent: the FINISHED run that stands in
+SKIPPED_TAG = tracking.SKIPPED_TAG
 
 
 def sweep_size(overrides: list[str]) -> int:
@@ -84,7 +84,8 @@ class Tally:
 
 def close_sweep(client: MlflowClient, parent_id: str, expected: int, status: str | None = None) -> Tally:
     """Count the parent's children; children still RUNNING lost their process: KILLED.
-    Ends the parent with `status`, or FINISHED / FAILED from the tally."""
+    Puts what the sweep found on the parent (sweep_review: table, gallery, figure) and ends
+    it with `status`, or FINISHED / FAILED from the tally."""
     parent = client.get_run(parent_id)
     tally = Tally(expected, skipped=sum(k.startswith(SKIPPED_TAG) for k in parent.data.tags))
     children = tracking.search(client, parent.info.experiment_id,
@@ -100,6 +101,11 @@ def close_sweep(client: MlflowClient, parent_id: str, expected: int, status: str
             tally.failed.append((name, run.data.tags.get("error", "no error recorded")))
         else:
             tally.killed.append(name)
+    try:
+        sweep_review.review(client, parent_id)
+    except Exception as exc:  # noqa: BLE001 - the summary is a convenience; the sweep must still end
+        print(f"warning: no sweep summary on the parent run ({type(exc).__name__}: {exc})".splitlines()[0],
+              file=sys.stderr)
     client.set_terminated(parent_id, status or ("FINISHED" if tally.ok else "FAILED"))
     return tally
 

@@ -28,6 +28,8 @@ from gradleak import project_root
 PARENT_ENV = "GRADLEAK_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"
 HASH_TAG = "config_hash"
+SKIPPED_TAG = "skipped.job"  # + job number, on a sweep's parent: the FINISHED run that stands in
+JOB_TAG = "job"  # a child's job number in its sweep
 # The UI opens an experiment of this kind in its model-training view (runs, charts, images).
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 # Left out of the config hash: where results go and how fast they come, not what they are.
