@@ -14,12 +14,14 @@ Everything comes from the runs and their artifacts (metrics.json, snapshots.npz)
 import csv
 import json
 import math
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from scipy.stats import binomtest
 
@@ -65,7 +67,11 @@ def review(client: MlflowClient, parent_id: str) -> list[dict]:
             tracking._environ(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
         tmp = Path(tmp)
         for child in children:
-            load(client, child, tmp / child.run.info.run_id)
+            try:
+                load(client, child, tmp / child.run.info.run_id)
+            except (MlflowException, OSError, RuntimeError, ValueError) as exc:  # its row keeps the run's metrics
+                print(f"warning: sweep summary: artifacts of run {child.run.info.run_id} not read"
+                      f" ({type(exc).__name__}: {exc})".splitlines()[0], file=sys.stderr)
         knobs = swept_knobs(children)
         rows = [table_row(c) for c in children]
         out = tmp / "review"
@@ -141,6 +147,10 @@ def table_row(child: Child) -> dict:
            "from": "earlier sweep (resumed)" if child.earlier else "this sweep", "targets": len(targets) or None}
     n = len(targets)
     leaked = sum(bool(t.get("success")) for t in targets) if n else None
+    if not n and "success_rate" in run.data.metrics:  # metrics.json not read: the run's own numbers
+        n = int(run.data.params.get("attack.num_targets", 0))
+        leaked = round(run.data.metrics["success_rate"] * n)
+        row["targets"] = n or None
     row.update(_rate("leak", leaked, n))
     if attack.get("reid_rate") is not None and n:
         row.update(_rate("reid", round(attack["reid_rate"] * n), n))

@@ -131,10 +131,11 @@ class SweepTracking(Callback):
         os.environ[tracking.PARENT_ENV] = run.info.run_id
         self.client, self.run_id, self.jobs = client, run.info.run_id, sweep_size(overrides)
         tracking.raise_on_sigterm()
-        atexit.register(self._abandon)
+        _OPEN.append(self)
+        atexit.register(self._abandon)  # in case the process leaves without end_interrupted_sweep
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        atexit.unregister(self._abandon)
+        self._forget()
         tally = close_sweep(self.client, self.run_id, self.jobs)
         os.environ.pop(tracking.PARENT_ENV, None)
         print("\n".join(tally.lines() + [f"mlflow: parent run {self.run_id} at {self.client.tracking_uri}"]))
@@ -145,6 +146,23 @@ class SweepTracking(Callback):
         """The launching process exits mid-sweep (Ctrl-C, SIGTERM, a launcher error): the
         sweep and the runs its workers left RUNNING end KILLED."""
         tracking.sigterm_handled()
+        self._forget()
         tally = close_sweep(self.client, self.run_id, self.jobs, status="KILLED")
         print("\n".join(["sweep interrupted: its parent run and unfinished runs are KILLED", *tally.lines()]),
               file=sys.stderr)
+
+    def _forget(self) -> None:
+        atexit.unregister(self._abandon)
+        if self in _OPEN:
+            _OPEN.remove(self)
+
+
+_OPEN: list[SweepTracking] = []  # the sweep this process has started and not yet ended
+
+
+def end_interrupted_sweep() -> None:
+    """run.py calls this however its Hydra main ends: a sweep still open was interrupted and
+    ends KILLED here, before interpreter shutdown (atexit handlers run after thread pools
+    stop taking work, and MLflow's artifact downloads, which the sweep review needs, use one)."""
+    for sweep in list(_OPEN):
+        sweep._abandon()
