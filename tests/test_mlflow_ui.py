@@ -79,6 +79,8 @@ def test_each_job_logs_its_reconstructions_as_one_image_series(swept):
         assert image.shape[0] > 2 * 8 and image.shape[1] > 2 * 8  # truth over reconstruction, 2 targets, enlarged
     # the progress bar speaks of the attack, not of epochs
     assert "Epoch" not in done.stdout and "steps" in done.stdout and "leaked" in done.stdout
+    assert f"/#/experiments/{children[0].info.experiment_id}/runs/{children[0].info.run_id}" \
+        "?workflowType=machine_learning" in done.stdout
 
 
 def test_each_job_logs_what_it_attacked_as_a_dataset_input(swept):
@@ -119,6 +121,8 @@ def test_parent_run_holds_the_sweeps_table_gallery_and_figure(swept):
     gallery = mpimg.imread(client.download_artifacts(parent.info.run_id, "gallery.png"))
     assert gallery.shape[0] > 300  # ground truth and one row per child
     assert parent.data.tags["swept"] == "scale"
+    assert [d.dataset.name for d in parent.inputs.dataset_inputs] == ["digits test[0-1]"]
+    assert parent.info.run_name == "sweep " + " ".join(SWEEP)  # no tracking.uri or hydra.* in the name
 
 
 def test_a_resumed_sweep_rebuilds_the_summary_from_the_earlier_runs(swept):

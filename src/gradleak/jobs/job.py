@@ -41,7 +41,8 @@ def run(cfg: DictConfig) -> float:
         mlrun.log_params(params)
         report = {"overrides": overrides, "config": params, "defense": setting_of(cfg.defense),
                   "mlflow": {"tracking_uri": mlrun.uri, "experiment": cfg.tracking.experiment,
-                             "run_id": mlrun.run_id, "parent_run_id": cfg.tracking.parent_run_id},
+                             "experiment_id": mlrun.experiment_id, "run_id": mlrun.run_id,
+                             "parent_run_id": cfg.tracking.parent_run_id},
                   "train": None}
         grid = attack_and_report(cfg, test, report, out_dir, mlrun)
         report["train"] = train_and_report(cfg, test, report, out_dir, mlrun)

@@ -90,6 +90,9 @@ def review(client: MlflowClient, parent_id: str) -> list[dict]:
                    md[:md.index("\n\n") + 2] + "The table is too long for a description: see children.md.")
     if knobs:
         client.set_tag(parent_id, "swept", " ".join(knobs))
+    attacked = {(d.dataset.name, d.dataset.digest): d for c in children for d in c.run.inputs.dataset_inputs}
+    if attacked:  # the parent's row in the runs table says what the sweep attacked, too
+        client.log_inputs(parent_id, datasets=list(attacked.values()))
     return rows
 
 

@@ -125,11 +125,13 @@ class SweepTracking(Callback):
         client = MlflowClient(tracking.tracking_uri(config))
         experiment_id = tracking.ensure_experiment(client, config.tracking.experiment)
         overrides = list(config.hydra.overrides.task)
-        run = client.create_run(experiment_id, run_name=f"sweep {' '.join(overrides) or 'defaults'}",
+        named = [o for o in overrides if not o.lstrip("+~").startswith(("hydra", "tracking."))]  # what, not where
+        run = client.create_run(experiment_id, run_name=f"sweep {' '.join(named) or 'defaults'}",
                                 tags={"sweep_dir": str(config.hydra.sweep.dir),
                                       "git_commit": tracking.git_commit()})
         os.environ[tracking.PARENT_ENV] = run.info.run_id
         self.client, self.run_id, self.jobs = client, run.info.run_id, sweep_size(overrides)
+        self.experiment_id = experiment_id
         tracking.raise_on_sigterm()
         _OPEN.append(self)
         atexit.register(self._abandon)  # in case the process leaves without end_interrupted_sweep
@@ -138,7 +140,9 @@ class SweepTracking(Callback):
         self._forget()
         tally = close_sweep(self.client, self.run_id, self.jobs)
         os.environ.pop(tracking.PARENT_ENV, None)
-        print("\n".join(tally.lines() + [f"mlflow: parent run {self.run_id} at {self.client.tracking_uri}"]))
+        url = tracking.run_url(self.client.tracking_uri, self.experiment_id, self.run_id)
+        print("\n".join(tally.lines() + [f"mlflow: parent run {self.run_id} at {self.client.tracking_uri}",
+                                          f"ui:     {url}"]))
         if not tally.ok:
             raise SystemExit(1)  # a Hydra callback's exceptions become warnings; this one must not
 

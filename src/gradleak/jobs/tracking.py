@@ -47,6 +47,14 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri
 
 
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the UI (`mlflow ui`'s default address for a local store). The
+    workflowType parameter opens the model-training view: MLflow 3.17's UI keeps a GenAI /
+    Model training switch per browser, GenAI at first, and goes by it over the experiment's kind."""
+    base = "http://127.0.0.1:5000" if uri.startswith(("sqlite", "file", "/")) else uri.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
 def ensure_experiment(client: MlflowClient, name: str) -> str:
     """The experiment's id, created if missing, and of the model-training kind (the UI opens
     an experiment without a kind in its GenAI tracing view)."""
@@ -173,8 +181,8 @@ def git_commit() -> str:
 class JobRun:
     """The MLflow run of one job."""
 
-    def __init__(self, client: MlflowClient, run_id: str, experiment: str):
-        self.client, self.run_id, self.experiment = client, run_id, experiment
+    def __init__(self, client: MlflowClient, run_id: str, experiment: str, experiment_id: str):
+        self.client, self.run_id, self.experiment, self.experiment_id = client, run_id, experiment, experiment_id
 
     @property
     def uri(self) -> str:
@@ -232,7 +240,7 @@ def job_run(cfg: DictConfig, run_name: str, tags: dict):
     if cfg.tracking.parent_run_id:
         tags[PARENT_TAG] = cfg.tracking.parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    handle = JobRun(client, run.info.run_id, cfg.tracking.experiment)
+    handle = JobRun(client, run.info.run_id, cfg.tracking.experiment, experiment_id)
     try:
         if os.environ.get(FAULT_ENV) == run_name:
             raise RuntimeError(f"fault injected by {FAULT_ENV}={run_name}")
