@@ -195,21 +195,29 @@ def _rate_cell(row: dict, prefix: str) -> str:
 
 
 def markdown(rows: list[dict], knobs: list[str], parent) -> str:
+    """The table as markdown: the overrides every job shares are said once, above it, and
+    each swept knob gets a column (children.csv has every job's full overrides)."""
     finished = sum(r["status"] == "FINISHED" for r in rows)
+    parsed = [overrides(r["overrides"]) for r in rows]
+    common = [f"{k}={v}" for k, v in parsed[0].items() if k not in knobs] if parsed else []
     head = (f"**{parent.info.run_name}**: {len(rows)} jobs, {finished} finished"
             + (f"; swept: {', '.join(knobs)}" if knobs else "")
+            + (f"; every job: `{' '.join(common)}`" if common else "")
             + ". Leaked = targets reconstructed with MSE below attack.success_mse, with a Wilson 95% interval"
             " over the job's targets. Artifacts: children.csv, gallery.png, leak_rate.png.")
     reid = any(r.get("reid_rate") is not None for r in rows)
     trained = any(r["test_acc"] is not None for r in rows)
-    columns = ["job", "overrides", "status", "leaked [95% CI]"] + (["re-identified [95% CI]"] if reid else []) \
-        + ["median MSE", "label acc"] + (["test acc", "accuracy drop"] if trained else []) + ["run"]
+    columns = ["job", *(knobs or ["overrides"]), "status", "leaked [95% CI]"] \
+        + (["re-identified [95% CI]"] if reid else []) + ["median MSE", "label acc"] \
+        + (["test acc", "accuracy drop"] if trained else []) + ["run"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
+    for r, knob_values in zip(rows, parsed):
         status = r["status"] + (" (earlier sweep)" if r["from"] != "this sweep" else "")
         if r["error"]:
             status += f": {r['error'][:80]}"
-        cells = ["-" if r["job"] is None else str(r["job"]), f"`{r['overrides']}`", status, _rate_cell(r, "leak")]
+        cells = ["-" if r["job"] is None else str(r["job"])]
+        cells += [knob_values.get(k, "-") for k in knobs] if knobs else [f"`{r['overrides']}`"]
+        cells += [status, _rate_cell(r, "leak")]
         cells += [_rate_cell(r, "reid")] if reid else []
         cells += ["-" if r["mse_median"] is None else f"{r['mse_median']:.2e}", _pct(r["label_acc"])]
         cells += [_pct(r["test_acc"]), "-" if r["utility_drop"] is None else f"{100 * r['utility_drop']:+.1f} pt"] \
