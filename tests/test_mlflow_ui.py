@@ -7,12 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import matplotlib.image as mpimg
+import numpy as np
 import pytest
 from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
+from gradleak.jobs import sweep_review as sr
 from gradleak.jobs import tracking
 from gradleak.jobs.sweep_review import wilson
 
@@ -138,3 +141,53 @@ def test_a_resumed_sweep_rebuilds_the_summary_from_the_earlier_runs(swept):
     assert {r["from"] for r in rows} == {"earlier sweep (resumed)"} and [r["job"] for r in rows] == ["0", "1", "2"]
     assert [int(r["leaked"]) for r in rows][::2] == [2, 0]
     assert {"gallery.png", "leak_rate.png"} <= {a.path for a in client.list_artifacts(resumed.info.run_id)}
+
+
+# --- the review's pieces, without MLflow: fake runs ---------------------------------------------
+
+def fake_child(job: int, name: str, successes: list[bool], reid=None, test_acc=None, status="FINISHED",
+               shape=(1, 8, 8)):
+    run = SimpleNamespace(info=SimpleNamespace(run_id=f"run{job:029d}", run_name=name, status=status, start_time=job),
+                          data=SimpleNamespace(tags={"overrides": name}, metrics={}, params={}))
+    attack = {"mse_median": 1e-3 * (job + 1), "label_acc": 1.0, "success_rate": sum(successes) / len(successes),
+              **({"reid_rate": reid} if reid is not None else {})}
+    train = {"test_acc": test_acc, "utility_drop": 0.01} if test_acc else None
+    child = sr.Child(run, job, False, metrics={"attack": attack, "targets": [{"success": s} for s in successes],
+                                               "train": train})
+    child.truth = np.zeros((len(successes), *shape), np.float32)
+    child.final = np.full((len(successes), *shape), 0.5, np.float32)
+    return child
+
+
+def test_table_shows_reid_with_its_interval_only_where_measured():
+    with_reid = [fake_child(0, "defense=none", [True] * 3 + [False], reid=0.75),
+                 fake_child(1, "defense=prune", [False] * 4, reid=0.25)]
+    rows = [sr.table_row(c) for c in with_reid]
+    assert [(r["reided"], r["reid_rate"]) for r in rows] == [(3, 0.75), (1, 0.25)]
+    assert (rows[0]["reid_lo"], rows[0]["reid_hi"]) == pytest.approx(sr.wilson(3, 4))
+    assert (rows[0]["leak_lo"], rows[0]["leak_hi"]) == pytest.approx((0.3006, 0.9544), abs=1e-4)
+    parent = SimpleNamespace(info=SimpleNamespace(run_name="sweep defense=none,prune"))
+    md = sr.markdown(rows, ["defense"], parent)
+    assert "re-identified [95% CI]" in md
+    assert "| 0 | none | FINISHED | 3/4 = 75% [30%, 95%] | 3/4 = 75% [30%, 95%] |" in md
+    plain = sr.table_row(fake_child(2, "defense=none", [True, False]))
+    assert "reid_rate" not in plain
+    assert "re-identified" not in sr.markdown([plain], [], parent)
+
+
+def test_gallery_and_figure_draw_mixed_knobs_seeds_accuracy_and_other_targets(tmp_path):
+    children = [fake_child(i, f"seed={s} defense={d}" + (" ratio=0.3" if d == "prune" else ""),
+                           [i % 2 == 0] * 2, test_acc=0.9 - 0.1 * i)
+                for i, (s, d) in enumerate([(0, "none"), (0, "prune"), (1, "none"), (1, "prune")])]
+    children.append(fake_child(4, "seed=0 defense=none dataset=cifar10", [True, True], shape=(3, 32, 32)))
+    for c in children:
+        sr.table_row(c)
+    knobs = sr.swept_knobs(children)
+    assert knobs == ["seed", "defense", "ratio", "dataset"]
+    assert sr._x_knob(knobs, children) == ("defense", False)  # not the seed: seeds are pooled
+    assert sr._x_knob(["seed"], children) == ("seed", True)
+    sr.knob_figure(tmp_path / "f.png", children, knobs)
+    sr.gallery(tmp_path / "g.png", children, knobs)
+    assert mpimg.imread(tmp_path / "f.png").shape[1] > 900  # leak rate and test accuracy side by side
+    # ground truth, 4 digits rows, ground truth again for the CIFAR-10 job, its row: 7 rows of 0.9 in at 100 dpi
+    assert mpimg.imread(tmp_path / "g.png").shape[0] == pytest.approx((0.9 * 7 + 0.4) * 100, abs=2)

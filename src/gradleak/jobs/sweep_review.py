@@ -64,7 +64,7 @@ def review(client: MlflowClient, parent_id: str) -> list[dict]:
     children = gather(client, parent)
     # no download progress bars between the jobs' summaries and the sweep's tally
     with tempfile.TemporaryDirectory(prefix="gradleak-review-") as tmp, \
-            tracking._environ(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+            tracking.environ(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
         tmp = Path(tmp)
         for child in children:
             try:
@@ -265,15 +265,22 @@ def gallery(path: Path, children: list[Child], knobs: list[str]) -> Path:
 
 
 def _x_knob(knobs: list[str], children: list[Child]) -> tuple[str | None, bool]:
-    """The knob on the x axis (numeric ones first, the seed last) and whether it is numeric."""
-    values = {k: [overrides(c.name).get(k) for c in children] for k in knobs}
-    for key in [k for k in knobs if k != "seed"] + [k for k in knobs if k == "seed"]:
+    """The knob on the x axis and whether it is numeric: a numeric knob, else a categorical
+    one, the seed only when nothing else varies (seeds are pooled into each line's mean)."""
+    def numeric(key):
         try:
-            [float(v) for v in values[key]]
-            return key, True
+            [float(overrides(c.name).get(key)) for c in children]
+            return True
         except (TypeError, ValueError):
-            continue
-    return next((k for k in knobs if k != "seed"), None), False
+            return False
+
+    others = [k for k in knobs if k != "seed"]
+    for key in others:
+        if numeric(key):
+            return key, True
+    if others:
+        return others[0], False
+    return ("seed", numeric("seed")) if "seed" in knobs else (None, False)
 
 
 def knob_figure(path: Path, children: list[Child], knobs: list[str]) -> Path:
@@ -297,7 +304,8 @@ def knob_figure(path: Path, children: list[Child], knobs: list[str]) -> Path:
     panels += [("test_acc", "test accuracy")] if trained else []
     groups = {}
     for c in rated:
-        groups.setdefault(" ".join(f"{k}={overrides(c.name).get(k, '-')}" for k in others), []).append(c)
+        knobs_of = overrides(c.name)
+        groups.setdefault(" ".join(f"{k}={knobs_of[k]}" for k in others if k in knobs_of), []).append(c)
     for ax, (metric, title) in zip(axes[0], panels):
         for g, (label, members) in enumerate(groups.items()):
             color = f"C{g % 10}"

@@ -85,12 +85,12 @@ def _ensure_kind(client: MlflowClient, experiment) -> None:
 def ping(uri: str, experiment: str, timeout_s: int) -> None:
     """One request to the tracking server, without MLflow's retries (minutes of backoff), so
     that an unreachable server raises within about `timeout_s`."""
-    with _environ(MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
+    with environ(MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
         MlflowClient(uri).get_experiment_by_name(experiment)
 
 
 @contextmanager
-def _environ(**values: str):
+def environ(**values: str):
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
