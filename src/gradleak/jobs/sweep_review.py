@@ -31,7 +31,6 @@ plt.switch_backend("agg")
 NOTE_TAG = "mlflow.note.content"  # the run's description on its overview page (markdown)
 NOTE_MAX = 8000  # MLflow's longest tag value on SQL stores
 GALLERY_IMAGES = 8
-ARTIFACTS = ("children.md", "children.csv", "gallery.png", "leak_rate.png")
 
 
 @dataclass
@@ -86,8 +85,9 @@ def review(client: MlflowClient, parent_id: str) -> list[dict]:
             knob_figure(out / "leak_rate.png", children, knobs)
         for path in sorted(out.iterdir()):
             client.log_artifact(parent_id, str(path))
+    too_long = "The table is too long for a description: see children.md."
     client.set_tag(parent_id, NOTE_TAG, md if len(md) <= NOTE_MAX else
-                   md[:md.index("\n\n") + 2] + "The table is too long for a description: see children.md.")
+                   md[:md.index("\n\n") + 2][:NOTE_MAX - len(too_long)] + too_long)
     if knobs:
         client.set_tag(parent_id, "swept", " ".join(knobs))
     attacked = {(d.dataset.name, d.dataset.digest): d for c in children for d in c.run.inputs.dataset_inputs}
