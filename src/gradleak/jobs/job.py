@@ -131,7 +131,7 @@ def attacked_dataset(dataset: DictConfig, images: torch.Tensor, labels: torch.Te
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
     n = labels.numel()
-    indices = f"{0}-{n - 1}" if n > 1 else "0"  # the targets are the split's first n images
+    indices = f"0-{n - 1}" if n > 1 else "0"  # the targets are the split's first n images
     where = {k: str(v) for k in ("path", "test_fraction", "size", "channels") if (v := dataset.get(k)) is not None}
     source = CodeDatasetSource({"dataset": dataset.name, "split": "test", "indices": indices, **where})
     return mlflow.data.from_numpy(images.flatten(0, 1).numpy(), source=source, targets=labels.flatten().numpy(),

@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from gradleak.jobs import sweep_review, tracking
+from gradleak.jobs import tracking
 from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ def close_sweep(client: MlflowClient, parent_id: str, expected: int, status: str
         else:
             tally.killed.append(name)
     try:
+        from gradleak.jobs import sweep_review  # matplotlib, scipy: only where a sweep ends
+
         sweep_review.review(client, parent_id)
     except Exception as exc:  # noqa: BLE001 - the summary is a convenience; the sweep must still end
         print(f"warning: no sweep summary on the parent run ({type(exc).__name__}: {exc})".splitlines()[0],
