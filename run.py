@@ -5,7 +5,7 @@ from pathlib import Path
 import hydra
 
 from gradleak.jobs.preflight import preflight_or_exit
-from gradleak.jobs.sweeps import run_guarded
+from gradleak.jobs.sweeps import end_interrupted_sweep, run_guarded
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -20,4 +20,7 @@ def main(cfg) -> float | None:
 
 if __name__ == "__main__":
     preflight_or_exit(sys.argv[1:], CONFIG_DIR)
-    main()
+    try:
+        main()
+    finally:
+        end_interrupted_sweep()

@@ -1,6 +1,7 @@
 """Scaling out: parallel and multi-process launchers, an MLflow server on PostgreSQL, resume,
 failure isolation, determinism, and the bad-input matrix. Jobs are tiny: the sweep
 machinery is under test, not the attack."""
+import csv
 import json
 import os
 import shlex
@@ -53,6 +54,12 @@ def runs(uri: str, experiment: str = "scale") -> list:
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     return [] if found is None else client.search_runs([found.experiment_id], max_results=1000)
+
+
+def summary_rows(uri: str, parent) -> list[dict]:
+    """The rows of the parent run's children.csv (sweep_review)."""
+    with open(MlflowClient(uri).download_artifacts(parent.info.run_id, "children.csv")) as f:
+        return list(csv.DictReader(f))
 
 
 def split(all_runs: list) -> tuple[list, list]:
@@ -146,6 +153,12 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert error == f"RuntimeError: fault injected by GRADLEAK_FAULT_JOB={failing}"
     assert [p.info.status for p in parents] == ["FAILED"]
     assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
+    # the parent's table has every child, the failed one with its error
+    table = summary_rows(uri, parents[0])
+    assert [(r["overrides"], r["status"]) for r in table] == [("seed=0 " + " ".join(TINY), "FINISHED"),
+                                                              (failing, "FAILED"), ("seed=2 " + " ".join(TINY),
+                                                                                    "FINISHED")]
+    assert table[1]["error"] == error and table[1]["leaked"] == "" and table[0]["leaked"] in ("0", "1")
 
 
 def wait_for_children(db: Path, finished: int, timeout: float = 300) -> None:
@@ -208,6 +221,10 @@ def test_sigterm_ends_the_running_job_and_the_sweep_killed(tmp_path):
     parents, children = split(runs(uri))
     assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED", "KILLED"]
     assert [p.info.status for p in parents] == ["KILLED"]
+    # what finished before the interruption is on the parent
+    assert [r["status"] for r in summary_rows(uri, parents[0])] == ["FINISHED", "FINISHED", "KILLED"]
+    names = {a.path for a in MlflowClient(uri).list_artifacts(parents[0].info.run_id)}
+    assert {"gallery.png", "leak_rate.png"} <= names
 
 
 # --- bad input: one line, exit code 2, before any work ------------------------------------------

@@ -63,12 +63,17 @@ class AttackModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         self.attack.optimizer.step()
         self.attack.apply_stop_rules(batch_idx + 1)
-        loss, _ = self._record(batch_idx + 1)
-        st = self.attack.optimizer.state
-        self.log_dict({"log10_loss": float(np.log10(max(loss, 1e-30))),
-                       "leaked": self.progress.success_rate[-1] * len(self.attack.truth),
-                       "running": float(st.running.sum())},
-                      prog_bar=True, on_step=True, logger=False, batch_size=1)
+        self._record(batch_idx + 1)
+
+    def bar_metrics(self) -> dict:
+        """What the progress bar shows after each step."""
+        p, targets = self.progress, len(self.attack.truth)
+        if not p.step:
+            return {}
+        loss = p.loss_median[-1]
+        return {"leaked": f"{round(p.success_rate[-1] * targets)}/{targets}",  # strings: no float format
+                "running": str(int(self.attack.optimizer.state.running.sum())),
+                "loss": f"{loss:.1e}" if loss == loss else "-"}
 
     def snapshot_final(self):
         """Make sure the last state is among the snapshots, also after an early stop."""
@@ -93,6 +98,42 @@ class AttackModule(pl.LightningModule):
             p.snapshot_steps.append(step)
             p.snapshots.append(recon.clamp(0, 1).cpu())
         return p.loss_median[-1], p.mse_median[-1]
+
+
+def attack_progress_bar():
+    """Lightning's progress bar (Rich when installed, as Lightning picks), worded for the
+    attack: "attack <bar> 7/300 steps ... leaked 2/8 running 5" instead of "Epoch 0/0 7/300"."""
+    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
+    from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
+
+    if _RICH_AVAILABLE:
+        from rich.progress import TextColumn
+
+        class AttackRichBar(RichProgressBar):
+            def _get_train_description(self, current_epoch: int) -> str:
+                return "attack"
+
+            def configure_columns(self, trainer) -> list:
+                columns = super().configure_columns(trainer)
+                # [description, bar, batches, time, speed]: batches become steps, no speed
+                steps = TextColumn("{task.completed:.0f}/{task.total:.0f} steps", style=self.theme.batch_progress)
+                return [*columns[:2], steps, columns[3]]
+
+            def get_metrics(self, trainer, pl_module) -> dict:
+                return pl_module.bar_metrics()
+
+        return AttackRichBar()
+
+    class AttackTqdmBar(TQDMProgressBar):
+        def on_train_epoch_start(self, trainer, *args) -> None:
+            super().on_train_epoch_start(trainer, *args)
+            self.train_progress_bar.set_description("attack")
+            self.train_progress_bar.unit = "step"
+
+        def get_metrics(self, trainer, pl_module) -> dict:
+            return pl_module.bar_metrics()
+
+    return AttackTqdmBar()
 
 
 # --- set-up, run, results ----------------------------------------------------------------------
@@ -227,7 +268,8 @@ def run_attack(cfg, model: nn.Module, images, labels, defense, seed: int,
                                           "|GPU available but not used|LitLogger).*")
         trainer = pl.Trainer(max_epochs=1, accelerator=device.type, devices=1, logger=False,
                              enable_checkpointing=False, enable_model_summary=False,
-                             enable_progress_bar=progress_bar, num_sanity_val_steps=0)
+                             enable_progress_bar=progress_bar, num_sanity_val_steps=0,
+                             callbacks=[attack_progress_bar()] if progress_bar else [])
         if cfg.steps > 0:
             trainer.fit(module)
         else:

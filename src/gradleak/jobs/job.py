@@ -7,6 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gradleak.engine.attack import run_attack
@@ -14,11 +15,13 @@ from gradleak.engine.quality import summarize_targets, threshold_curves
 from gradleak.engine.reidentification import draw_distractors, reid_ranks
 from gradleak.jobs import tracking
 from gradleak.jobs.config import validate
-from gradleak.jobs.outputs import save_grid, save_snapshots, write_json
+from gradleak.jobs.outputs import save_grid, save_snapshots, snapshot_images, write_json
 from gradleak.jobs.terminal import format_summary
 from gradleak.victim.data import load_split
 from gradleak.victim.defenses import defense_from_config, setting_of
 from gradleak.victim.models import build_model
+
+RECONSTRUCTION_KEY = "reconstruction"  # the logged image series: truth over reconstruction, per step
 
 
 def run(cfg: DictConfig) -> float:
@@ -33,11 +36,14 @@ def run(cfg: DictConfig) -> float:
     test = load_split(cfg.dataset, "test")
     params = job_params(cfg)
     tags = {"dataset": cfg.dataset.name, "defense": cfg.defense.name, "overrides": " ".join(overrides)}
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        tags[tracking.JOB_TAG] = str(HydraConfig.get().job.num)  # the sweep review's row order
     with tracking.job_run(cfg, " ".join(overrides) or "defaults", tags) as mlrun:
         mlrun.log_params(params)
         report = {"overrides": overrides, "config": params, "defense": setting_of(cfg.defense),
                   "mlflow": {"tracking_uri": mlrun.uri, "experiment": cfg.tracking.experiment,
-                             "run_id": mlrun.run_id, "parent_run_id": cfg.tracking.parent_run_id},
+                             "experiment_id": mlrun.experiment_id, "run_id": mlrun.run_id,
+                             "parent_run_id": cfg.tracking.parent_run_id},
                   "train": None}
         grid = attack_and_report(cfg, test, report, out_dir, mlrun)
         report["train"] = train_and_report(cfg, test, report, out_dir, mlrun)
@@ -98,6 +104,9 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
         grid="reconstruction.png",
     )
     save_snapshots(out_dir / "snapshots.npz", outcome.truth, p.snapshot_steps, p.snapshots)
+    mlrun.log_input(attacked_dataset(cfg.dataset, images, labels, index, cfg.seed), context="attack")
+    for step, image in zip(p.snapshot_steps, snapshot_images(outcome.truth, p.snapshots)):
+        mlrun.log_image(RECONSTRUCTION_KEY, image, step=step)  # one key: the UI's step slider
     mse = [float(((r - t) ** 2).mean()) for r, t in zip(outcome.reconstructions.flatten(0, 1),
                                                         outcome.truth.flatten(0, 1))]
     a_report = report["attack"]
@@ -139,3 +148,18 @@ def train_and_report(cfg, test, report: dict, out_dir: Path, mlrun):
                        "train/baseline_test_acc": result["baseline_test_acc"]})
     write_json(out_dir / "metrics.json", {**report, "train": result})
     return result
+
+
+def attacked_dataset(dataset: DictConfig, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
+                     seed: int):
+    """The attacked images as an MLflow dataset: named by the dataset and the seed that drew
+    them, its source lists their test indices, its digest is of the pixels and labels."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    indices = ",".join(map(str, index.flatten().tolist()))
+    where = {k: str(v) for k in ("path", "test_fraction", "size", "channels") if (v := dataset.get(k)) is not None}
+    source = CodeDatasetSource({"dataset": dataset.name, "split": "test", "seed": str(seed), "indices": indices,
+                                **where})
+    return mlflow.data.from_numpy(images.flatten(0, 1).numpy(), source=source, targets=labels.flatten().numpy(),
+                                  name=f"{dataset.name} test, {index.numel()} drawn by seed {seed}")

@@ -59,3 +59,26 @@ def save_grid(path: Path, truth: torch.Tensor, recon: torch.Tensor, mse: list[fl
 def _displayable(img: torch.Tensor) -> np.ndarray:
     arr = img.clamp(0, 1).numpy()
     return arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
+
+
+def tile_rows(rows: list[np.ndarray], pixels: int = 48, gap: int = 2) -> np.ndarray:
+    """Rows of images ([N, C, H, W] floats in [0, 1] each) as one uint8 RGB picture, each image
+    enlarged to about `pixels` (nearest neighbour: 8x8 digits stay readable)."""
+    n = max(len(r) for r in rows)
+    h, w = rows[0].shape[-2:]
+    scale = max(1, round(pixels / max(h, w)))
+    cell_h, cell_w = h * scale + gap, w * scale + gap
+    out = np.full((len(rows) * cell_h + gap, n * cell_w + gap, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(np.clip(row, 0, 1)):
+            rgb = np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img
+            big = rgb.transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
+            y, x = gap + i * cell_h, gap + j * cell_w
+            out[y:y + big.shape[0], x:x + big.shape[1]] = (big * 255).round().astype(np.uint8)
+    return out
+
+
+def snapshot_images(truth: torch.Tensor, recon: list[torch.Tensor]) -> list[np.ndarray]:
+    """Per snapshot: ground truth over the reconstruction at that step (up to GRID_MAX_IMAGES)."""
+    top = truth.flatten(0, 1)[:GRID_MAX_IMAGES].numpy()
+    return [tile_rows([top, r.flatten(0, 1)[:GRID_MAX_IMAGES].numpy()]) for r in recon]

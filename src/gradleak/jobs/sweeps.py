@@ -24,7 +24,7 @@ from gradleak.jobs import tracking
 from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides
 
 log = logging.getLogger(__name__)
-SKIPPED_TAG = "skipped.job"  # + job number, on the parent: the FINISHED run that stands in
+SKIPPED_TAG = tracking.SKIPPED_TAG
 
 
 def sweep_size(overrides: list[str]) -> int:
@@ -84,7 +84,8 @@ class Tally:
 
 def close_sweep(client: MlflowClient, parent_id: str, expected: int, status: str | None = None) -> Tally:
     """Count the parent's children; children still RUNNING lost their process: KILLED.
-    Ends the parent with `status`, or FINISHED / FAILED from the tally."""
+    Puts what the sweep found on the parent (sweep_review: table, gallery, figure) and ends
+    it with `status`, or FINISHED / FAILED from the tally."""
     parent = client.get_run(parent_id)
     tally = Tally(expected, skipped=sum(k.startswith(SKIPPED_TAG) for k in parent.data.tags))
     children = tracking.search(client, parent.info.experiment_id,
@@ -100,6 +101,13 @@ def close_sweep(client: MlflowClient, parent_id: str, expected: int, status: str
             tally.failed.append((name, run.data.tags.get("error", "no error recorded")))
         else:
             tally.killed.append(name)
+    try:
+        from gradleak.jobs import sweep_review  # matplotlib, scipy: only where a sweep ends
+
+        sweep_review.review(client, parent_id)
+    except Exception as exc:  # noqa: BLE001 - the summary is a convenience; the sweep must still end
+        print(f"warning: no sweep summary on the parent run ({type(exc).__name__}: {exc})".splitlines()[0],
+              file=sys.stderr)
     client.set_terminated(parent_id, status or ("FINISHED" if tally.ok else "FAILED"))
     return tally
 
@@ -119,19 +127,24 @@ class SweepTracking(Callback):
         client = MlflowClient(tracking.tracking_uri(config))
         experiment_id = tracking.ensure_experiment(client, config.tracking.experiment)
         overrides = list(config.hydra.overrides.task)
-        run = client.create_run(experiment_id, run_name=f"sweep {' '.join(overrides) or 'defaults'}",
+        named = [o for o in overrides if not o.lstrip("+~").startswith(("hydra", "tracking."))]  # what, not where
+        run = client.create_run(experiment_id, run_name=f"sweep {' '.join(named) or 'defaults'}",
                                 tags={"sweep_dir": str(config.hydra.sweep.dir),
                                       "git_commit": tracking.git_commit()})
         os.environ[tracking.PARENT_ENV] = run.info.run_id
         self.client, self.run_id, self.jobs = client, run.info.run_id, sweep_size(overrides)
+        self.experiment_id = experiment_id
         tracking.raise_on_sigterm()
-        atexit.register(self._abandon)
+        _OPEN.append(self)
+        atexit.register(self._abandon)  # in case the process leaves without end_interrupted_sweep
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        atexit.unregister(self._abandon)
+        self._forget()
         tally = close_sweep(self.client, self.run_id, self.jobs)
         os.environ.pop(tracking.PARENT_ENV, None)
-        print("\n".join(tally.lines() + [f"mlflow: parent run {self.run_id} at {self.client.tracking_uri}"]))
+        url = tracking.run_url(self.client.tracking_uri, self.experiment_id, self.run_id)
+        print("\n".join(tally.lines() + [f"mlflow: parent run {self.run_id} at {self.client.tracking_uri}",
+                                          f"ui:     {url}"]))
         if not tally.ok:
             raise SystemExit(1)  # a Hydra callback's exceptions become warnings; this one must not
 
@@ -139,6 +152,23 @@ class SweepTracking(Callback):
         """The launching process exits mid-sweep (Ctrl-C, SIGTERM, a launcher error): the
         sweep and the runs its workers left RUNNING end KILLED."""
         tracking.sigterm_handled()
+        self._forget()
         tally = close_sweep(self.client, self.run_id, self.jobs, status="KILLED")
         print("\n".join(["sweep interrupted: its parent run and unfinished runs are KILLED", *tally.lines()]),
               file=sys.stderr)
+
+    def _forget(self) -> None:
+        atexit.unregister(self._abandon)
+        if self in _OPEN:
+            _OPEN.remove(self)
+
+
+_OPEN: list[SweepTracking] = []  # the sweep this process has started and not yet ended
+
+
+def end_interrupted_sweep() -> None:
+    """run.py calls this however its Hydra main ends: a sweep still open was interrupted and
+    ends KILLED here, before interpreter shutdown (atexit handlers run after thread pools
+    stop taking work, and MLflow's artifact downloads, which the sweep review needs, use one)."""
+    for sweep in list(_OPEN):
+        sweep._abandon()

@@ -1,5 +1,5 @@
 """The readable end of a run: a short table of the key numbers and where everything is."""
-from gradleak.jobs.tracking import ui_command
+from gradleak.jobs.tracking import run_url, ui_command
 
 MAX_ROWS = 16
 
@@ -44,6 +44,7 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
         f"grid:    {grid_path}",
         f"mlflow:  run {ml['run_id']} in experiment '{ml['experiment']}' at {ml['tracking_uri']}",
         f"ui:      {ui_command(ml['tracking_uri'])}",
+        f"         {run_url(ml['tracking_uri'], ml['experiment_id'], ml['run_id'])}",
     ]
     return "\n".join(lines)
 

@@ -28,6 +28,10 @@ from gradleak import project_root
 PARENT_ENV = "GRADLEAK_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"
 HASH_TAG = "config_hash"
+SKIPPED_TAG = "skipped.job"  # + job number, on a sweep's parent: the FINISHED run that stands in
+JOB_TAG = "job"  # a child's job number in its sweep
+# The UI opens an experiment of this kind in its model-training view (runs, charts, images).
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 # Left out of the config hash: where results go and how fast they come, not what they are.
 UNHASHED = ("tracking", "hydra", "threads", "resume", "data_dir")
 # For tests of failure isolation only: the job whose run name (its overrides) equals this
@@ -43,31 +47,50 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri
 
 
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the UI (`mlflow ui`'s default address for a local store). The
+    workflowType parameter opens the model-training view: MLflow 3.17's UI keeps a GenAI /
+    Model training switch per browser, GenAI at first, and goes by it over the experiment's kind."""
+    base = "http://127.0.0.1:5000" if uri.startswith(("sqlite", "file", "/")) else uri.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
 def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment's id, created if missing, and of the model-training kind (the UI opens
+    an experiment without a kind in its GenAI tracing view)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        _ensure_kind(client, found)
         return found.experiment_id
     location = None
     uri = client.tracking_uri
     if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the cwd
         location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
     except MlflowException as exc:  # another process created it first: use theirs
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         return client.get_experiment_by_name(name).experiment_id
 
 
+def _ensure_kind(client: MlflowClient, experiment) -> None:
+    """Tag an existing experiment as model training unless someone chose a kind for it (the
+    UI itself stores a guess, `*_inferred`, which is replaced)."""
+    kind = experiment.tags.get(KIND_TAG, "")
+    if kind != KIND and (not kind or kind.endswith("_inferred") or kind == "no_inferred_type"):
+        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND)
+
+
 def ping(uri: str, experiment: str, timeout_s: int) -> None:
     """One request to the tracking server, without MLflow's retries (minutes of backoff), so
     that an unreachable server raises within about `timeout_s`."""
-    with _environ(MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
+    with environ(MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
         MlflowClient(uri).get_experiment_by_name(experiment)
 
 
 @contextmanager
-def _environ(**values: str):
+def environ(**values: str):
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -158,8 +181,8 @@ def git_commit() -> str:
 class JobRun:
     """The MLflow run of one job."""
 
-    def __init__(self, client: MlflowClient, run_id: str, experiment: str):
-        self.client, self.run_id, self.experiment = client, run_id, experiment
+    def __init__(self, client: MlflowClient, run_id: str, experiment: str, experiment_id: str):
+        self.client, self.run_id, self.experiment, self.experiment_id = client, run_id, experiment, experiment_id
 
     @property
     def uri(self) -> str:
@@ -183,6 +206,18 @@ class JobRun:
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
+    def log_image(self, key: str, image, step: int) -> None:
+        """One image of a step series: the UI's image panel shows `key` with a step slider."""
+        self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def log_input(self, dataset, context: str) -> None:
+        """What the run used, as an MLflow dataset (the runs table's Dataset column)."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        entry = DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        self.client.log_inputs(self.run_id, datasets=[entry])
+
     def lightning_logger(self):
         """A Lightning MLFlowLogger writing into this run (the job ends the run, not Lightning)."""
         from pytorch_lightning.loggers import MLFlowLogger
@@ -205,7 +240,7 @@ def job_run(cfg: DictConfig, run_name: str, tags: dict):
     if cfg.tracking.parent_run_id:
         tags[PARENT_TAG] = cfg.tracking.parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    handle = JobRun(client, run.info.run_id, cfg.tracking.experiment)
+    handle = JobRun(client, run.info.run_id, cfg.tracking.experiment, experiment_id)
     try:
         if os.environ.get(FAULT_ENV) == run_name:
             raise RuntimeError(f"fault injected by {FAULT_ENV}={run_name}")
