@@ -7,7 +7,7 @@ from omegaconf import MISSING
 
 from gradleak.checks import choice, in_range
 
-from .base import Defense, Grads, Setting
+from .base import AdaptiveForm, Defense, Grads, Setting
 
 NOISES = ("gaussian", "laplacian")
 
@@ -54,4 +54,10 @@ def _setting(knobs: dict) -> Setting:
                    f"{symbol}={scale:.0e} (var {var:.0e})", scale, var)
 
 
-DEFENSE = Defense("noise", add_noise, NoiseKnobs, _setting, tuple(f"noise-{n}" for n in NOISES))
+def _adaptive(knobs: dict) -> AdaptiveForm:
+    """Match by the noise's negative log-likelihood: L1 for Laplace, squared L2 for Gauss."""
+    return AdaptiveForm(match={"gaussian": "l2", "laplacian": "l1"}[knobs["noise"]])
+
+
+DEFENSE = Defense("noise", add_noise, NoiseKnobs, _setting, tuple(f"noise-{n}" for n in NOISES),
+                  _adaptive)
