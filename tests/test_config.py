@@ -32,6 +32,18 @@ def test_every_attacker_sets_every_schema_key(name):
     assert a.name == name and a.adaptive is True
 
 
+def test_adaptive_attack_on_a_defense_without_adaptive_form_is_one_line(monkeypatch):
+    import dataclasses
+
+    from gradleak.jobs import config
+
+    formless = dataclasses.replace(config.DEFENSES["prune"], adaptive=lambda knobs: None)
+    monkeypatch.setitem(config.DEFENSES, "prune", formless)
+    composed("defense=prune", "attack.adaptive=false")
+    with pytest.raises(ConfigError, match="^attack.adaptive=true: defense=prune has no adaptive form$"):
+        composed("defense=prune", "attack.adaptive=true")
+
+
 def test_ig_defaults_are_the_published_ones():
     a = composed("attack=ig").attack
     assert (a.optimizer, a.match, a.lr, a.tv, a.labels, a.restarts) == ("signed_adam", "cosine", 0.1, 1e-4, "auto", 1)
