@@ -179,3 +179,12 @@ def test_ig_attack_rebuilds_digits(digits):
     assert sum(t["success"] for t in out.targets) == 4
     assert all(t["evals"] == 2400 for t in out.targets)
     assert ((out.reconstructions >= 0) & (out.reconstructions <= 1)).all()
+
+
+def test_int8_dead_zone_forgives_half_a_step_and_no_more():
+    from gradleak.victim.defenses.precision import int8_dead_zone
+
+    defended = torch.tensor([1.27, -0.5, 0.0, 0.3], dtype=torch.float64)  # step 0.01: half 0.005
+    dummy = defended + torch.tensor([0.0049, -0.0049, 0.007, -0.012], dtype=torch.float64)
+    seen = int8_dead_zone([dummy], [defended])[0]
+    torch.testing.assert_close(seen - defended, torch.tensor([0.0, 0.0, 0.002, -0.007], dtype=torch.float64))
