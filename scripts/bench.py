@@ -1,11 +1,15 @@
-"""Attack speed: the original one-image-at-a-time DLG loop vs our batched engine, twice.
+"""Attack speed: the original one-image-at-a-time loops vs our batched engine, twice.
 
-1. Throughput: both run in this process, alternating step by step, on the same real
-   images, victim weights, dummy initialization and step budget (L-BFGS lr 1, history
-   100, max_iter 20, no line search), with the same torch thread count (default: every
-   core). Ours compiles its objective first (`attack.compile=true`); that one-time cost
-   is printed on its own line, outside the ratio. `speedup: <ours / reference evals per s>`.
-2. Time to verdict: the reference loop with its fixed 300 steps on the first
+1. Throughput. `--attack dlg` (default): the DLG loop (torch.optim.LBFGS, lr 1, history
+   100, max_iter 20, no line search) vs our batched L-BFGS. `--attack ig`: the Inverting
+   Gradients loop (torch.optim.Adam on sign(gradient), lr 0.1, MultiStepLR, images clamped
+   to [0, 1], cosine match + TV 1e-4, iDLG's label) vs our batched signed Adam, the same
+   number of updates. Both run in this process, alternating step by step, on the same real
+   images, victim weights, dummy initialization and step budget, with the same torch
+   thread count (default: every core). Ours compiles its objective first
+   (`attack.compile=true`); that one-time cost is printed on its own line, outside the
+   ratio. `speedup: <ours / reference evals per s>`.
+2. Time to verdict (DLG): the reference loop with its fixed 300 steps on the first
    `--verdict-images` test images, against our default attack (conf/attack/dlg.yaml: line
    search, restarts, stop rules) on `--verdict-targets` test images in one batch, the
    reference's images first; the two alternate step by step while both run. Wall seconds
@@ -14,6 +18,7 @@
 Prints one `name: value` line per figure.
 
     python scripts/bench.py --quick                 # 2 CPU cores, under 5 minutes
+    python scripts/bench.py --quick --attack ig     # the same for Inverting Gradients
     python scripts/bench.py --device cuda -k 4096   # a GPU
 """
 import argparse
@@ -23,12 +28,14 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from gradleak.engine.attack import Attack
-from gradleak.engine.optimizers import BatchedLBFGS
+from gradleak.engine.labels import idlg_labels
+from gradleak.engine.optimizers import BatchedLBFGS, BatchedSignedAdam
 from gradleak.engine.problems import DummyLayout, ProblemObjective
-from gradleak.engine.published import ReferenceDLG
+from gradleak.engine.published import ReferenceDLG, ReferenceIG
 from gradleak.victim.data import DatasetError, load_split
 from gradleak.victim.gradients import shared_gradients
 from gradleak.victim.models import LeNet
@@ -36,6 +43,7 @@ from gradleak.victim.models import LeNet
 SUCCESS_MSE = 1e-3
 REFERENCE_STEPS = 300
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IG_LR, IG_TV, IG_UPDATES_PER_STEP = 0.1, 1e-4, 20  # conf/attack/ig.yaml
 
 
 def parse_args():
@@ -44,7 +52,9 @@ def parse_args():
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("-k", "--problems", type=int, default=None, help="our batch of attacks (default 64 cpu, 4096 cuda)")
     p.add_argument("--reference-images", type=int, default=8, help="images the reference loop attacks")
-    p.add_argument("--steps", type=int, default=None, help="L-BFGS steps (default 300, --quick 40)")
+    p.add_argument("--attack", default="dlg", choices=["dlg", "ig"])
+    p.add_argument("--steps", type=int, default=None,
+                   help="L-BFGS steps (default 300, --quick 40); ig: Adam updates (default 4800, --quick 400)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-dir", default=os.environ.get("GRADLEAK_DATA_DIR", "data"))
     p.add_argument("--threads", type=int, default=int(os.environ.get("GRADLEAK_THREADS", len(os.sched_getaffinity(0)))),
@@ -69,7 +79,7 @@ def load_images(args, n: int):
     return images[:, None], labels[:, None], test
 
 
-def setup(args, k: int, device):
+def setup(args, k: int, device, with_labels: bool = True):
     torch.manual_seed(args.seed)
     images, labels, test = load_images(args, k)
     c, s = test.shape[0], test.shape[1]
@@ -78,11 +88,11 @@ def setup(args, k: int, device):
         p.requires_grad_(False)
     images, labels = images.to(device), labels.to(device)
     targets = shared_gradients(model, images, labels)
-    layout = DummyLayout(1, test.shape, test.num_classes, with_labels=True)
+    layout = DummyLayout(1, test.shape, test.num_classes, with_labels=with_labels)
     gen = torch.Generator().manual_seed(args.seed + 1)
     # one draw, row by row: problem i starts from the same point whatever K is
     x0 = torch.randn(k, layout.image_numel + test.num_classes, generator=gen).to(device)
-    return model, images, targets, layout, x0
+    return model, images, targets, layout, x0 if with_labels else x0[:, :layout.image_numel]
 
 
 def success(recon, truth) -> torch.Tensor:
@@ -120,6 +130,34 @@ def run_interleaved(model, images, targets, layout, x0, n_ref, steps, device, co
         start = time.perf_counter()
         if ours.state.running.any():
             ours.step()
+        sync(device)
+        our_s += time.perf_counter() - start
+    ref_ok = torch.stack([success(r.images.detach(), images[k])[0] for k, r in enumerate(refs)])
+    our_ok = success(layout.images(ours.state.x).flatten(0, 1), images.flatten(0, 1))
+    return (sum(r.evals for r in refs), ref_s, float(ref_ok.float().mean()),
+            int(ours.state.evals.sum()), our_s, float(our_ok.float().mean()), one_time_s)
+
+
+def run_interleaved_ig(model, images, targets, layout, x0, n_ref, updates, device, compile):
+    """As run_interleaved, for Inverting Gradients: `updates` Adam updates each, in rounds of
+    IG_UPDATES_PER_STEP (one step of ours)."""
+    labels = F.one_hot(idlg_labels(model, targets), layout.num_classes).to(x0.dtype)[:, None]  # [K, 1, classes]
+    refs = [ReferenceIG(model, [t[k] for t in targets], layout.images(x0[k:k + 1])[0], labels[k], updates,
+                        lr=IG_LR, tv=IG_TV) for k in range(n_ref)]
+    objective = ProblemObjective(model, layout, targets, labels, compile=compile, match="cosine", tv=IG_TV)
+    one_time_s = compile_objective(objective, x0, device) if compile else 0.0
+    ours = BatchedSignedAdam(objective, x0, lr=IG_LR, max_iter=IG_UPDATES_PER_STEP, total_iterations=updates,
+                             box=layout.image_numel)
+    ref_s = our_s = 0.0
+    for _ in range(-(-updates // IG_UPDATES_PER_STEP)):
+        start = time.perf_counter()
+        for ref in refs:
+            for _ in range(IG_UPDATES_PER_STEP):
+                ref.step()
+        sync(device)
+        ref_s += time.perf_counter() - start
+        start = time.perf_counter()
+        ours.step()
         sync(device)
         our_s += time.perf_counter() - start
     ref_ok = torch.stack([success(r.images.detach(), images[k])[0] for k, r in enumerate(refs)])
@@ -186,15 +224,17 @@ def main():
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     k = args.problems or (4096 if device.type == "cuda" else 64)
-    steps = args.steps or (40 if args.quick else 300)
+    ig = args.attack == "ig"
+    steps = args.steps or ((400 if args.quick else 4800) if ig else (40 if args.quick else 300))
     n_ref = min(args.reference_images, k)
-    model, images, targets, layout, x0 = setup(args, k, device)
-    ref_evals, ref_s, ref_ok, our_evals, our_s, our_ok, one_time_s = run_interleaved(
+    model, images, targets, layout, x0 = setup(args, k, device, with_labels=not ig)
+    ref_evals, ref_s, ref_ok, our_evals, our_s, our_ok, one_time_s = (run_interleaved_ig if ig else run_interleaved)(
         model, images, targets, layout, x0, n_ref, steps, device, args.compile)
     ref_rate, our_rate = ref_evals / ref_s, our_evals / our_s
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     for key, value in [
-        ("device", name), ("dataset", f"{args.dataset} {tuple(images.shape[2:])}"), ("steps", steps),
+        ("device", name), ("attack", args.attack), ("dataset", f"{args.dataset} {tuple(images.shape[2:])}"),
+        ("adam_updates" if ig else "steps", steps),
         ("reference_images", n_ref), ("reference_evals", ref_evals), ("reference_seconds", f"{ref_s:.2f}"),
         ("reference_evals_per_s", f"{ref_rate:.1f}"), ("reference_success_rate", f"{ref_ok:.3f}"),
         ("ours_problems", k), ("ours_evals", our_evals), ("ours_seconds", f"{our_s:.2f}"),
@@ -204,6 +244,8 @@ def main():
         ("speedup", f"{our_rate / ref_rate:.2f}"),
     ]:
         print(f"{key}: {value}", flush=True)
+    if ig:
+        return  # the time to verdict compares the published DLG loop with our default attack
     n_verdict = args.verdict_images or (4 if args.quick else 8)
     v = time_to_verdict(args, device, n_verdict, max(args.verdict_targets, n_verdict))
     for key, value in [

@@ -26,6 +26,30 @@ def test_defaults_attack_digits_undefended():
     assert (a.optimizer, a.lr, a.history_size, a.max_iter, a.steps, a.num_targets) == ("lbfgs", 1.0, 100, 20, 300, 8)
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "attack").glob("*.yaml")))
+def test_every_attacker_sets_every_schema_key(name):
+    a = composed(f"attack={name}", "defense=prune", "attack.adaptive=true").attack  # MISSING would fail
+    assert a.name == name and a.adaptive is True
+
+
+def test_adaptive_attack_on_a_defense_without_adaptive_form_is_one_line(monkeypatch):
+    import dataclasses
+
+    from gradleak.jobs import config
+
+    formless = dataclasses.replace(config.DEFENSES["prune"], adaptive=lambda knobs: None)
+    monkeypatch.setitem(config.DEFENSES, "prune", formless)
+    composed("defense=prune", "attack.adaptive=false")
+    with pytest.raises(ConfigError, match="^attack.adaptive=true: defense=prune has no adaptive form$"):
+        composed("defense=prune", "attack.adaptive=true")
+
+
+def test_ig_defaults_are_the_published_ones():
+    a = composed("attack=ig").attack
+    assert (a.optimizer, a.match, a.lr, a.tv, a.labels, a.restarts) == ("signed_adam", "cosine", 0.1, 1e-4, "auto", 1)
+    assert a.steps * a.max_iter == 4800  # Adam updates, the code's max_iterations
+
+
 @pytest.mark.parametrize("overrides,expected", [
     (["defense=noise", "scale=1e-2"], {"name": "noise", "noise": "gaussian", "scale": 1e-2}),
     (["defense=noise", "noise=laplacian", "scale=0.1"], {"name": "noise", "noise": "laplacian", "scale": 0.1}),
@@ -69,6 +93,8 @@ def test_exact_sweep_syntax_expands_to_three_jobs():
     (["attack.labels=idlg", "attack.batch_size=2"], "attack.labels=idlg: allowed with attack.batch_size=1 only"),
     (["attack.num_targets=5000"], "attack.num_targets=5000: dataset=digits has 360 test images"),
     (["attack.stepz=3"], "attack.stepz=3: unknown key 'attack.stepz'"),
+    (["attack.match=l3"], "attack.match=l3: allowed values are l2, l1, cosine"),
+    (["attack=ig", "attack.tv=-1"], "attack.tv=-1.0: allowed range is 0 <= attack.tv"),
     (["defense=noise", "scale=1e-4,1e-3"], "a list of values is a sweep; add -m"),
 ])
 def test_bad_input_is_one_clear_line(argv, message):

@@ -1,10 +1,12 @@
-"""The DLG attack: K independent reconstructions of shared gradients, run by Lightning.
+"""The attack (DLG, Inverting Gradients): K independent reconstructions of shared gradients,
+run by Lightning.
 
 K = num_targets x restarts problems. Problem p attacks target p // restarts: it owns dummy
 images [B, C, H, W] (and, for DLG's soft labels, dummy label logits [B, classes]) and is
 optimized against its target's defended gradient by a batched optimizer (optimizers.py),
 all problems in one vectorized objective (problems.py, objective.py). Per target, the restart with the
-lowest gradient-match loss is kept: the attacker cannot know the MSE.
+lowest gradient-match loss is kept: the attacker cannot know the MSE. With `adaptive`, the
+match is the defense's adaptive form (victim.defenses.AdaptiveForm): the attacker knows it.
 """
 import time
 import warnings
@@ -16,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradleak.checks import ConfigError
 from gradleak.engine.labels import idlg_labels
 from gradleak.engine.optimizers import BATCHED_OPTIMIZERS, DIVERGED
 from gradleak.engine.problems import DummyLayout, ProblemObjective
 from gradleak.engine.quality import image_metrics, match_images
 from gradleak.engine.stopping import StopRules, count_reasons
+from gradleak.victim.defenses import AdaptiveForm
 from gradleak.victim.gradients import last_linear_weight, shared_gradients
 
 # --- the Lightning module ----------------------------------------------------------------------
@@ -156,7 +160,9 @@ class Attack:
         clean = shared_gradients(self.model, self.truth, self.truth_labels)
         noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
         self.targets = defense(clean, generator=noise_gen, batch_dims=1)
-        self.layout = DummyLayout(b, tuple(images.shape[2:]), num_classes, cfg.labels == "soft")
+        self.adaptive = adaptive_form(cfg, defense)
+        soft = cfg.labels == "soft" or (cfg.labels == "auto" and b > 1)  # auto: iDLG's rule for B = 1
+        self.layout = DummyLayout(b, tuple(images.shape[2:]), num_classes, soft)
         self.inferred_labels = None if self.layout.with_labels else idlg_labels(self.model, self.targets)
         self.target_of = torch.arange(t, device=device).repeat_interleave(self.restarts)
         self.optimizer = self._optimizer(seed)
@@ -187,11 +193,15 @@ class Attack:
             onehot = F.one_hot(self.inferred_labels, layout.num_classes).to(dtype)[:, None]
             fixed = onehot[self.target_of]
         per_problem = [t[self.target_of] for t in self.targets]
-        objective = ProblemObjective(self.model, layout, per_problem, fixed, cfg.chunk_size, cfg.compile)
+        objective = ProblemObjective(self.model, layout, per_problem, fixed, cfg.chunk_size, cfg.compile,
+                                     match=self.adaptive.match or cfg.match, tv=cfg.tv,
+                                     transform=self.adaptive.transform)
         opts = dict(lr=cfg.lr, max_iter=cfg.max_iter, divergence_factor=cfg.divergence_factor)
         if cfg.optimizer == "lbfgs":
             opts.update(history_size=cfg.history_size,
                         line_search=None if cfg.line_search == "none" else cfg.line_search)
+        if cfg.optimizer == "signed_adam":
+            opts.update(total_iterations=cfg.steps * cfg.max_iter, box=layout.image_numel)
         return BATCHED_OPTIMIZERS[cfg.optimizer](objective, x0, **opts)
 
     def best_problems(self) -> torch.Tensor:
@@ -241,6 +251,16 @@ class Attack:
             recon[t] = recon[t][order]
         self.final_reconstructions = recon.clamp(0, 1).detach().cpu()
         return out
+
+
+def adaptive_form(cfg, defense) -> AdaptiveForm:
+    """What the attacker changes for the defense: nothing unless `attack.adaptive`."""
+    if not cfg.adaptive:
+        return AdaptiveForm()
+    form = getattr(defense, "adaptive", None)
+    if form is None:
+        raise ConfigError(f"attack.adaptive=true: defense={getattr(defense, 'name', '?')} has no adaptive form")
+    return form
 
 
 @dataclass

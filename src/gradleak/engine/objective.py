@@ -1,12 +1,17 @@
-"""The gradient-match objective of DLG, vectorized over K independent attack problems.
+"""The gradient-match objective, vectorized over K independent attack problems.
 
 Problem k owns dummy images x_k [B, C, H, W], dummy label logits l_k [B, classes] and a
-target gradient T_k (one tensor per victim parameter). Its objective is
+target gradient T_k (one tensor per victim parameter). With G_k = grad_theta CE(f_theta(x_k),
+softmax(l_k)) (optionally transformed: an adaptive attack's view of the defense, A(G_k, T_k)),
+its objective is
 
-    D_k = sum over parameters of || grad_theta CE(f_theta(x_k), softmax(l_k)) - T_k ||^2
+    D_k = match(G_k, T_k) + tv * TV(x_k)
 
-with the victim's weights theta shared by all problems. torch.func computes the
-per-problem parameter gradients and D_k's gradient for all K problems in one pass.
+match "l2" (DLG): sum over parameters of ||G - T||^2; "l1": sum of |G - T|; "cosine"
+(Inverting Gradients): 1 - <G, T> / (||G|| ||T||), dot products and norms summed over all
+parameters before dividing. TV is Inverting Gradients' anisotropic total variation
+(mean |dx| + mean |dy|). The victim's weights theta are shared by all problems; torch.func
+computes the per-problem parameter gradients and D_k's gradient for all K in one pass.
 """
 import torch
 from torch import nn
@@ -14,15 +19,44 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 
 from gradleak.victim.gradients import soft_cross_entropy
 
+MATCHES = ("l2", "l1", "cosine")
+
+
+def gradient_distance(dummy, targets, match: str) -> torch.Tensor:
+    """One problem's distance between its dummy and target gradients (lists of tensors)."""
+    if match == "l2":
+        return sum(((g - t) ** 2).sum() for g, t in zip(dummy, targets))
+    if match == "l1":
+        return sum((g - t).abs().sum() for g, t in zip(dummy, targets))
+    dot = sum((g * t).sum() for g, t in zip(dummy, targets))
+    g_norm2 = sum((g * g).sum() for g in dummy)
+    t_norm2 = sum((t * t).sum() for t in targets)
+    return 1 - dot / (g_norm2.sqrt() * t_norm2.sqrt())
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """mean |horizontal differences| + mean |vertical differences| of images [..., H, W]."""
+    dx = (images[..., :, :-1] - images[..., :, 1:]).abs().mean()
+    dy = (images[..., :-1, :] - images[..., 1:, :]).abs().mean()
+    return dx + dy
+
 
 class GradientMatch:
-    """D_k and its gradient w.r.t. the dummy images (and label logits) for many problems."""
+    """D_k and its gradient w.r.t. the dummy images (and label logits) for many problems.
 
-    def __init__(self, model: nn.Module, optimize_labels: bool = True, compile: bool = False):
+    `transform(dummy, targets)` (per problem, under vmap) is what the dummy gradient becomes
+    before the match: an adaptive attack's model of the defense (victim.defenses.AdaptiveForm).
+    """
+
+    def __init__(self, model: nn.Module, optimize_labels: bool = True, compile: bool = False,
+                 match: str = "l2", tv: float = 0.0, transform=None):
+        if match not in MATCHES:
+            raise ValueError(f"match={match!r}: allowed {MATCHES}")
         self.model = model
         self.names = [n for n, _ in model.named_parameters()]
         self.params = {n: p.detach() for n, p in model.named_parameters()}
         self.optimize_labels = optimize_labels
+        self.match, self.tv, self.transform = match, tv, transform
         argnums = (0, 1) if optimize_labels else 0
         self._eager = vmap(grad_and_value(self._match, argnums=argnums))
         # inductor fuses the per-problem elementwise work around the convolutions
@@ -36,7 +70,11 @@ class GradientMatch:
     def _match(self, images, label_logits, targets):
         soft = torch.softmax(label_logits, dim=-1) if self.optimize_labels else label_logits
         grads = self._param_grads(images, soft)
-        return sum(((grads[n] - t) ** 2).sum() for n, t in zip(self.names, targets))
+        dummy = [grads[n] for n in self.names]
+        if self.transform is not None:
+            dummy = self.transform(dummy, targets)
+        value = gradient_distance(dummy, targets, self.match)
+        return value + self.tv * total_variation(images) if self.tv else value
 
     def __call__(self, images, labels, targets, compiled: bool = False):
         """images [K,B,C,H,W]; labels: logits [K,B,classes] (soft) or fixed soft labels (iDLG);

@@ -2,7 +2,9 @@
 
 `BatchedLBFGS` is K copies of torch.optim.LBFGS (same two-loop recursion, same history
 rules, same stopping tests), each with its own history, step size and stopping state,
-computed with batched tensor ops. `BatchedAdam` is K Adams. Both work on flat variables
+computed with batched tensor ops. `BatchedAdam` is K Adams; `BatchedSignedAdam` is K copies
+of Inverting Gradients' optimizer (Adam on the gradient's sign, step decay, images boxed
+to [0, 1]). All work on flat variables
 x [K, n] through an objective `f(x, rows) -> (loss [k], grad [k, n])` evaluated only for
 the problem rows still running; a problem whose loss turns NaN/Inf or explodes is frozen
 at its last finite point and reported as diverged.
@@ -340,4 +342,66 @@ class BatchedAdam(_Batched):
         return st.loss.clone() if orig_loss is None else orig_loss
 
 
-BATCHED_OPTIMIZERS = {"lbfgs": BatchedLBFGS, "adam": BatchedAdam}
+def ig_milestones(total_iterations: int) -> list[float]:
+    """Inverting Gradients' MultiStepLR milestones (about 3/8, 5/8 and 7/8 of the run),
+    computed as its code does."""
+    return [total_iterations // 2.667, total_iterations // 1.6, total_iterations // 1.142]
+
+
+class BatchedSignedAdam(_Batched):
+    """K independent copies of Inverting Gradients' optimizer (Geiping et al., 2020):
+    torch.optim.Adam fed sign(gradient), its step size times `gamma` at each of
+    `ig_milestones(total_iterations)` (torch's MultiStepLR stepped once per update), and the
+    first `box` variables (the images) clamped to [0, 1] after every update. A problem
+    keeps its own iteration count, so its schedule does not depend on the others.
+    `step()` makes `max_iter` updates, like BatchedAdam. A problem that diverges is frozen
+    at its last finite point."""
+
+    def __init__(self, f: Objective, x0: torch.Tensor, lr: float = 0.1, max_iter: int = 20,
+                 total_iterations: int = 4800, box: int | None = None, gamma: float = 0.1,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 divergence_factor: float = 1e4):
+        super().__init__(f, x0, divergence_factor)
+        self.lr, self.max_iter, self.gamma, self.betas, self.eps = lr, max_iter, gamma, betas, eps
+        self.box = x0.shape[1] if box is None else box
+        self.milestones = torch.tensor(ig_milestones(total_iterations), dtype=torch.float64, device=x0.device)
+        self.m1 = torch.zeros_like(x0)
+        self.m2 = torch.zeros_like(x0)
+        self.prev_x = x0.clone()
+        self.n_iter = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+
+    def step_sizes(self, rows: torch.Tensor) -> torch.Tensor:
+        """Each problem's step size for its next update (MultiStepLR after n_iter steps)."""
+        passed = (self.milestones[None, :] <= self.n_iter[rows, None].to(torch.float64)).sum(dim=1)
+        return self.lr * self.gamma ** passed.to(self.m1.dtype)
+
+    @torch.no_grad()
+    def step(self) -> torch.Tensor:
+        st = self.state
+        orig_loss = None
+        for _ in range(self.max_iter):
+            rows = torch.nonzero(st.running).squeeze(1)
+            if rows.numel() == 0:
+                break
+            _, g, ok = self._evaluate(rows, st.x[rows])
+            if orig_loss is None:
+                orig_loss = st.loss.clone()
+            bad = rows[~ok]
+            st.x[bad] = self.prev_x[bad]  # back to the last point that evaluated finite
+            rows, g = rows[ok], g[ok].sign()
+            lr = self.step_sizes(rows)[:, None]
+            self.n_iter[rows] += 1
+            b1, b2 = self.betas
+            self.m1[rows] = b1 * self.m1[rows] + (1 - b1) * g
+            self.m2[rows] = b2 * self.m2[rows] + (1 - b2) * g * g
+            n = self.n_iter[rows].to(g.dtype)[:, None]
+            denom = self.m2[rows].sqrt() / (1 - b2**n).sqrt() + self.eps  # torch.optim.Adam's order
+            x = st.x[rows]
+            self.prev_x[rows] = x
+            x = x - (lr / (1 - b1**n)) * self.m1[rows] / denom
+            x[:, :self.box] = x[:, :self.box].clamp(0, 1)
+            st.x[rows] = x
+        return st.loss.clone() if orig_loss is None else orig_loss
+
+
+BATCHED_OPTIMIZERS = {"lbfgs": BatchedLBFGS, "adam": BatchedAdam, "signed_adam": BatchedSignedAdam}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 
 from gradleak.checks import choice, fail, in_range
+from gradleak.engine.objective import MATCHES
 from gradleak.engine.optimizers import BATCHED_OPTIMIZERS
 from gradleak.engine.stopping import StopSchema
 
@@ -32,6 +33,9 @@ class AttackSchema:
     chunk_size: int = MISSING
     compile: bool = MISSING
     snapshots: int = MISSING
+    match: str = MISSING
+    tv: float = MISSING
+    adaptive: bool = MISSING
     stop: StopSchema = MISSING
 
     def __post_init__(self):
@@ -39,7 +43,7 @@ class AttackSchema:
             in_range(f"attack.{key}", getattr(self, key), low=1)
         for key in ("steps", "chunk_size", "snapshots"):
             in_range(f"attack.{key}", getattr(self, key), low=0)
-        choice("attack.labels", self.labels, ("soft", "idlg"))
+        choice("attack.labels", self.labels, ("soft", "idlg", "auto"))
         if self.labels == "idlg" and self.batch_size != 1:
             fail("attack.labels", "idlg", "with attack.batch_size=1 only (iDLG's label rule)")
         choice("attack.optimizer", self.optimizer, tuple(BATCHED_OPTIMIZERS))
@@ -48,3 +52,5 @@ class AttackSchema:
         in_range("attack.divergence_factor", self.divergence_factor, low=1, low_open=True)
         in_range("attack.success_mse", self.success_mse, low=0, low_open=True)
         in_range("attack.distractors", self.distractors, low=1)
+        choice("attack.match", self.match, MATCHES)
+        in_range("attack.tv", self.tv, low=0)

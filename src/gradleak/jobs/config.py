@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gradleak.checks import ConfigError, choice, in_range
 from gradleak.engine.schema import AttackSchema
-from gradleak.victim.defenses import DEFENSES
+from gradleak.victim.defenses import DEFENSES, knobs_of
 from gradleak.victim.defenses import KNOBS as DEFENSE_KNOBS
 
 # Knobs that live at the top level of the command line (defense=noise scale=1e-3, path=...).
@@ -55,6 +55,8 @@ def validate(cfg: DictConfig) -> None:
     _check(TopSchema, {"seed": cfg.seed, "threads": cfg.threads, "resume": cfg.resume}, "")
     _check(DEFENSES[cfg.defense.name].schema, cfg.defense, "defense.")
     _check(AttackSchema, cfg.attack, "attack.")
+    if cfg.attack.adaptive and DEFENSES[cfg.defense.name].adaptive(knobs_of(cfg.defense)) is None:
+        raise ConfigError(f"attack.adaptive=true: defense={cfg.defense.name} has no adaptive form")
     _check(DatasetSchema, cfg.dataset, "dataset.")
     if cfg.train.name != "none":
         from gradleak.victim.training import check_train_config  # Lightning: only when training

@@ -1,14 +1,12 @@
 """Gradient defenses, one module each, registered here: the one place that lists them.
 
-A new defense is one module (its transform, knob schema and setting names, as a
-`base.Defense`) added to REGISTERED, plus `conf/defense/<name>.yaml` with its knobs.
+A new defense is one module (its transform, knob schema, setting names and adaptive form,
+as a `base.Defense`) added to REGISTERED, plus `conf/defense/<name>.yaml` with its knobs.
 """
-from collections.abc import Callable
-
 import torch
 
 from . import noise, none, precision, prune
-from .base import Defense, Grads, Setting
+from .base import AdaptiveForm, Defense, Grads, Setting
 
 REGISTERED: tuple[Defense, ...] = (none.DEFENSE, noise.DEFENSE, precision.DEFENSE, prune.DEFENSE)
 DEFENSES: dict[str, Defense] = {d.name: d for d in REGISTERED}
@@ -22,14 +20,21 @@ def knobs_of(defense_cfg) -> dict:
     return {k: v for k, v in dict(defense_cfg).items() if k != "name"}
 
 
-def defense_from_config(defense_cfg) -> Callable[..., list[torch.Tensor]]:
-    """A callable grads -> defended grads for a `defense` config node (name + knobs)."""
-    fn, knobs = DEFENSES[defense_cfg["name"]].apply, knobs_of(defense_cfg)
+class ConfiguredDefense:
+    """grads -> defended grads for one setting; `adaptive` is how the setting is attacked
+    by an attacker who knows it (None: it has no adaptive form)."""
 
-    def apply(grads: Grads, generator=None, batch_dims: int = 0) -> list[torch.Tensor]:
-        return fn(grads, generator=generator, batch_dims=batch_dims, **knobs)
+    def __init__(self, defense: Defense, knobs: dict):
+        self.name, self._fn, self._knobs = defense.name, defense.apply, knobs
+        self.adaptive: AdaptiveForm | None = defense.adaptive(knobs)
 
-    return apply
+    def __call__(self, grads: Grads, generator=None, batch_dims: int = 0) -> list[torch.Tensor]:
+        return self._fn(grads, generator=generator, batch_dims=batch_dims, **self._knobs)
+
+
+def defense_from_config(defense_cfg) -> ConfiguredDefense:
+    """The defense of a `defense` config node (name + knobs)."""
+    return ConfiguredDefense(DEFENSES[defense_cfg["name"]], knobs_of(defense_cfg))
 
 
 def setting_of(defense_cfg) -> dict:
@@ -38,4 +43,5 @@ def setting_of(defense_cfg) -> dict:
     return {**s.__dict__, "family_rank": FAMILY_ORDER.index(s.family)}
 
 
-__all__ = ["DEFENSES", "FAMILY_ORDER", "KNOBS", "Defense", "Setting", "defense_from_config", "setting_of"]
+__all__ = ["DEFENSES", "FAMILY_ORDER", "KNOBS", "AdaptiveForm", "ConfiguredDefense", "Defense", "Setting",
+           "defense_from_config", "setting_of"]

@@ -4,6 +4,9 @@ A defense transforms a list of gradient tensors into a new list. Leading `batch_
 dimensions index independent gradients (attack problems, training clients): per-tensor
 rules such as pruning ratios and int8 scales apply to each of them separately. The same
 function defends the update the attacker sees and the update training applies.
+
+Each defense also says how an attacker who knows it attacks through it (`attack.adaptive`):
+an `AdaptiveForm`, or None when it has no adaptive form.
 """
 import math
 from collections.abc import Callable, Sequence
@@ -26,9 +29,23 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class AdaptiveForm:
+    """How the attack's gradient match changes when the attacker knows the defense.
+
+    `transform(dummy, defended)` maps one problem's dummy gradient (a list of tensors, one
+    per parameter, no batch dimension: it runs under vmap) to what is compared with the
+    defended gradient; it must be differentiable (a straight-through estimator where the
+    defense rounds). `match` replaces the attacker's gradient match (the noise's likelihood).
+    """
+    match: str | None = None
+    transform: Callable[[Grads, Grads], list[torch.Tensor]] | None = None
+
+
+@dataclass(frozen=True)
 class Defense:
     name: str                                   # defense=<name>, conf/defense/<name>.yaml
     apply: Callable[..., list[torch.Tensor]]    # (grads, *, generator, batch_dims, **knobs)
     schema: type                                # the knobs' types and ranges (values: the YAML)
     setting: Callable[[dict], Setting]          # knobs -> how the setting is named
     families: tuple[str, ...]                   # its families, in display order
+    adaptive: Callable[[dict], AdaptiveForm | None]  # knobs -> how it is attacked adaptively

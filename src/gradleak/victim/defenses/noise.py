@@ -10,7 +10,7 @@ from omegaconf import MISSING
 
 from gradleak.checks import choice, in_range
 
-from .base import Defense, Grads, Setting
+from .base import AdaptiveForm, Defense, Grads, Setting
 
 NOISES = ("gaussian", "laplacian")
 
@@ -57,4 +57,10 @@ def _setting(knobs: dict) -> Setting:
                    f"var {var:.0e} (σ={scale:.2g})", scale, var)
 
 
-DEFENSE = Defense("noise", add_noise, NoiseKnobs, _setting, tuple(f"noise-{n}" for n in NOISES))
+def _adaptive(knobs: dict) -> AdaptiveForm:
+    """Match by the noise's negative log-likelihood: L1 for Laplace, squared L2 for Gauss."""
+    return AdaptiveForm(match={"gaussian": "l2", "laplacian": "l1"}[knobs["noise"]])
+
+
+DEFENSE = Defense("noise", add_noise, NoiseKnobs, _setting, tuple(f"noise-{n}" for n in NOISES),
+                  _adaptive)

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from .base import Defense, Grads, Setting
+from .base import AdaptiveForm, Defense, Grads, Setting
 
 
 @dataclass
@@ -19,4 +19,8 @@ def _setting(knobs: dict) -> Setting:
     return Setting("none", "undefended", None, "undefended", 0.0)
 
 
-DEFENSE = Defense("none", no_defense, NoneKnobs, _setting, ("none",))
+def _adaptive(knobs: dict) -> AdaptiveForm:
+    return AdaptiveForm()  # nothing to attack through: the plain attack
+
+
+DEFENSE = Defense("none", no_defense, NoneKnobs, _setting, ("none",), _adaptive)

@@ -1,12 +1,13 @@
 """Lower precision: gradients cast down and back (int8: symmetric per-tensor quantization)."""
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from omegaconf import MISSING
 
 from gradleak.checks import choice
 
-from .base import Defense, Grads, Setting
+from .base import AdaptiveForm, Defense, Grads, Setting
 
 PRECISIONS = ("fp16", "bf16", "int8")  # mild to coarse
 
@@ -42,4 +43,29 @@ def _setting(knobs: dict) -> Setting:
     return Setting("precision", "Lower precision", p, p, float(PRECISIONS.index(p)))
 
 
-DEFENSE = Defense("precision", lower_precision, PrecisionKnobs, _setting, ("precision",))
+def straight_through(dummy: Grads, defended: Grads, *, precision: str) -> list[torch.Tensor]:
+    """The dummy gradient through the same cast as the defended one; its derivative is taken
+    as the identity (rounding's own derivative is zero almost everywhere)."""
+    rounded = lower_precision(dummy, precision=precision)
+    return [g + (r - g).detach() for g, r in zip(dummy, rounded)]
+
+
+def int8_dead_zone(dummy: Grads, defended: Grads) -> list[torch.Tensor]:
+    """Differences below half an int8 step of the defended value do not count: the match sees
+    the dummy minus its difference clamped to +-step/2, zero wherever the true gradient could
+    be. The step is the defended tensor's own (its largest entry sits on level 127). Unlike
+    the quantizer's staircase, this is continuous, so L-BFGS's line search can still work."""
+    out = []
+    for g, t in zip(dummy, defended):
+        half = t.abs().amax() / (2 * 127.0)
+        out.append(g - (g - t).clamp(-half, half))
+    return out
+
+
+def _adaptive(knobs: dict) -> AdaptiveForm:
+    if knobs["precision"] == "int8":
+        return AdaptiveForm(transform=int8_dead_zone)
+    return AdaptiveForm(transform=partial(straight_through, precision=knobs["precision"]))
+
+
+DEFENSE = Defense("precision", lower_precision, PrecisionKnobs, _setting, ("precision",), _adaptive)

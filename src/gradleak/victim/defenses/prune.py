@@ -1,11 +1,12 @@
 """Gradient pruning: the `ratio` smallest-magnitude entries of each gradient tensor set to zero."""
 from dataclasses import dataclass
 
+import torch
 from omegaconf import MISSING
 
 from gradleak.checks import in_range
 
-from .base import Defense, Grads, Setting
+from .base import AdaptiveForm, Defense, Grads, Setting
 
 
 @dataclass
@@ -36,4 +37,13 @@ def _setting(knobs: dict) -> Setting:
     return Setting("prune", "Gradient pruning", ratio, f"{100 * ratio:g}%", ratio)
 
 
-DEFENSE = Defense("prune", prune, PruneKnobs, _setting, ("prune",))
+def mask_by_support(dummy: Grads, defended: Grads) -> list[torch.Tensor]:
+    """Only the entries the defended gradient kept enter the match."""
+    return [torch.where(t != 0, g, torch.zeros_like(g)) for g, t in zip(dummy, defended)]
+
+
+def _adaptive(knobs: dict) -> AdaptiveForm:
+    return AdaptiveForm(transform=mask_by_support)
+
+
+DEFENSE = Defense("prune", prune, PruneKnobs, _setting, ("prune",), _adaptive)
