@@ -116,7 +116,7 @@ def test_parent_run_holds_the_sweeps_table_gallery_and_figure(swept):
         assert float(row["leak_rate"]) == pytest.approx(m["attack"]["success_rate"])
         assert (float(row["leak_lo"]), float(row["leak_hi"])) == pytest.approx(wilson(k, 2))
         assert float(row["mse_median"]) == pytest.approx(m["attack"]["mse_median"])
-        r = sum(t["reidentified"] for t in m["targets"])
+        r = round(sum(t["reidentified"] for t in m["targets"]))
         assert float(row["reid_rate"]) == pytest.approx(m["attack"]["reid_rate"])
         assert (float(row["reid_lo"]), float(row["reid_hi"])) == pytest.approx(wilson(r, 2))
     # the weakest noise leaks both targets, the strongest none: Wilson 95% bounds for 2/2 and 0/2

@@ -200,13 +200,14 @@ def markdown(rows: list[dict], knobs: list[str], parent) -> str:
     finished = sum(r["status"] == "FINISHED" for r in rows)
     parsed = [overrides(r["overrides"]) for r in rows]
     common = [f"{k}={v}" for k, v in parsed[0].items() if k not in knobs] if parsed else []
+    reid = any(r.get("reid_rate") is not None for r in rows)
     head = (f"**{parent.info.run_name}**: {len(rows)} jobs, {finished} finished"
             + (f"; swept: {', '.join(knobs)}" if knobs else "")
             + (f"; every job: `{' '.join(common)}`" if common else "")
-            + ". Exact = targets reconstructed with MSE below attack.success_mse; re-identified = the"
-            " reconstruction's nearest test image (MSE) is its own; each with a Wilson 95% interval"
-            " over the job's targets. Artifacts: children.csv, gallery.png, leak_rate.png.")
-    reid = any(r.get("reid_rate") is not None for r in rows)
+            + ". Exact = targets reconstructed with MSE below attack.success_mse"
+            + ("; re-identified = the reconstruction's nearest test image (MSE) is its own" if reid else "")
+            + "; with a Wilson 95% interval over the job's targets."
+            " Artifacts: children.csv, gallery.png, leak_rate.png.")
     trained = any(r["test_acc"] is not None for r in rows)
     columns = ["job", *(knobs or ["overrides"]), "status", "exact reconstruction [95% CI]"] \
         + (["re-identified [95% CI]"] if reid else []) + ["median MSE", "label acc"] \
