@@ -81,7 +81,7 @@ def test_each_job_logs_its_reconstructions_as_one_image_series(swept):
         image = mpimg.imread(client.download_artifacts(run.info.run_id, pngs[-1]))
         assert image.shape[0] > 2 * 8 and image.shape[1] > 2 * 8  # truth over reconstruction, 2 targets, enlarged
     # the progress bar speaks of the attack, not of epochs
-    assert "Epoch" not in done.stdout and "steps" in done.stdout and "leaked" in done.stdout
+    assert "Epoch" not in done.stdout and "steps" in done.stdout and "exact" in done.stdout
     assert f"/#/experiments/{children[0].info.experiment_id}/runs/{children[0].info.run_id}" \
         "?workflowType=machine_learning" in done.stdout
 

@@ -75,7 +75,7 @@ class AttackModule(pl.LightningModule):
         if not p.step:
             return {}
         loss = p.loss_median[-1]
-        return {"leaked": f"{round(p.success_rate[-1] * targets)}/{targets}",  # strings: no float format
+        return {"exact": f"{round(p.success_rate[-1] * targets)}/{targets}",  # strings: no float format
                 "running": str(int(self.attack.optimizer.state.running.sum())),
                 "loss": f"{loss:.1e}" if loss == loss else "-"}
 
@@ -106,7 +106,7 @@ class AttackModule(pl.LightningModule):
 
 def attack_progress_bar():
     """Lightning's progress bar (Rich when installed, as Lightning picks), worded for the
-    attack: "attack <bar> 7/300 steps ... leaked 2/8 running 5" instead of "Epoch 0/0 7/300"."""
+    attack: "attack <bar> 7/300 steps ... exact 2/8 running 5" instead of "Epoch 0/0 7/300"."""
     from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
     from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
 
