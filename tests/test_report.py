@@ -139,6 +139,16 @@ def test_paper_baseline_accuracy_is_marked_unchecked():
     assert "Table 2" in ref["paper_source"]
 
 
+def test_the_undefended_reference_stage_joins_the_defense_table(tree):
+    summary, targets = (tree[2][k].copy() for k in ("summary", "targets"))
+    for df in (summary, targets):  # as in the study: the undefended jobs run as a stage of their own
+        df.loc[(df["stage"] == "defenses") & (df["family"] == "none"), "stage"] = "undefended"
+    table = paper.defense_table(summary, targets)
+    none = table[table["family"] == "none"]
+    assert list(none["stage"]) == ["undefended"] and int(none["n_seeds"].iloc[0]) == 3
+    assert "datasets" not in set(table["stage"])  # a survey, not a verdict
+
+
 def test_wilson_interval_on_known_numbers():
     lo, hi = aggregate.wilson(0, 12)
     assert lo == 0.0 and hi == pytest.approx(0.2425, abs=1e-4)  # 1.96^2 / (12 + 1.96^2)

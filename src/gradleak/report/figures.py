@@ -13,7 +13,7 @@ import seaborn as sns
 
 from gradleak.report import gallery, verdicts
 from gradleak.report.collect import read_tables
-from gradleak.report.paper import defense_table, markdown_table
+from gradleak.report.paper import SURVEY_STAGES, defense_table, markdown_table
 from gradleak.report.statistics import curve_over_seeds
 
 plt.switch_backend("agg")  # files only, also where a display is set
@@ -123,13 +123,12 @@ def mse_per_dataset(summary, targets, stage="datasets"):
     return fig
 
 
-NON_DEFENSE_STAGES = ("datasets", "batch")
 
 
 def _defense_stages(summary: pd.DataFrame) -> list[str]:
     """The defense study: every stage but the datasets and batch sweeps (dvc.yaml runs one
     stage per family, and the undefended reference in a stage of its own)."""
-    return sorted(set(summary["stage"]) - set(NON_DEFENSE_STAGES))
+    return sorted(set(summary["stage"]) - set(SURVEY_STAGES))
 
 
 def _defense_curves(summary, curves, stages):

@@ -13,6 +13,7 @@ import pandas as pd
 from gradleak.report.statistics import RATES, SETTING_KEYS, over_seeds, over_targets
 
 SOURCE = "Zhu et al., NeurIPS 2019"
+SURVEY_STAGES = ("datasets", "batch")  # conf/study: surveys of datasets and batch sizes, not verdicts
 NOISE_DEFENDS_VARIANCE = 1e-2  # Sec. 5: variance >= 1e-2 prevents leakage, costs accuracy
 PRUNE_DEFENDS_RATIO = 0.2      # Sec. 5: images unrecognizable when the ratio is above 20 %
 TABLE_METRICS = ["test_acc", "utility_drop", "baseline_test_acc"]  # per job, over seeds
@@ -50,15 +51,19 @@ def defense_table(summary: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
     and 95% t-interval over seeds), both verdicts over all attacked targets of all seeds
     (Wilson intervals), median MSE and PSNR (bootstrap intervals), in percent where rates,
     and the paper's reference beside them."""
-    defended = summary.loc[summary["family"] != "none", "stage"].unique()
-    jobs = summary[summary["stage"].isin(defended)].copy()
+    defended = set(summary.loc[summary["family"] != "none", "stage"])
+    if not defended:
+        return pd.DataFrame()
+    # The study's undefended reference is a stage of its own; the survey stages are not.
+    reference = set(summary["stage"]) - defended - set(SURVEY_STAGES)
+    jobs = summary[summary["stage"].isin(defended | reference)].copy()
     for col in ("test_acc", "utility_drop", "baseline_test_acc"):
         if col in jobs:
             jobs[col] = 100 * jobs[col]
     accuracy = over_seeds(jobs, TABLE_METRICS)
     if accuracy.empty:
         return accuracy
-    verdicts = over_targets(targets[targets["stage"].isin(defended)])
+    verdicts = over_targets(targets[targets["stage"].isin(defended | reference)])
     for rate in RATES:
         for suffix in ("", "_lo", "_hi"):
             verdicts[rate + suffix] = 100 * verdicts[rate + suffix]
