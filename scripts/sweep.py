@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "results" / "sweeps"
@@ -44,9 +45,13 @@ def main() -> int:
     if args.stage not in study.stages:
         print(f"sweep: stage={args.stage}: allowed datasets, {', '.join(study.stages)}", file=sys.stderr)
         return 2
-    grid = list(study.stages[args.stage])
     train = [] if survey else list(study.train)
-    return multirun([*grid, f"dataset={study.dataset}", *size.attack, *train, seeds], data_dir, out)
+    sizes = [f"dataset={study.dataset}", *size.attack, *train, seeds]
+    grids = study.stages[args.stage]
+    if not isinstance(grids, DictConfig):  # one sweep, or named sweeps in out/<name>
+        return multirun([*grids, *sizes], data_dir, out)
+    failures = sum(multirun([*grid, *sizes], data_dir, out / name) != 0 for name, grid in grids.items())
+    return int(failures > 0)
 
 
 def run_datasets(study, data_dir, seeds, out: Path) -> int:

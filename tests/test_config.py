@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from gradleak.checks import ConfigError
 from gradleak.jobs.config import validate
@@ -29,7 +30,11 @@ def test_defaults_attack_digits_undefended():
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "attack").glob("*.yaml")))
 def test_every_attacker_sets_every_schema_key(name):
     a = composed(f"attack={name}", "defense=prune", "attack.adaptive=true").attack  # MISSING would fail
-    assert a.name == name and a.adaptive is True
+    assert a.name == {"adaptive": "dlg"}.get(name, name) and a.adaptive is True
+
+
+def test_attack_adaptive_is_dlg_through_the_defense():
+    assert composed("attack=adaptive").attack == composed("attack=dlg", "attack.adaptive=true").attack
 
 
 def test_adaptive_attack_on_a_defense_without_adaptive_form_is_one_line(monkeypatch):
@@ -69,6 +74,32 @@ def test_dataset_options(name):
 def test_user_dataset_knob_path():
     cfg = composed("dataset=npz", "path=/some/file.npz")
     assert cfg.dataset.path == "/some/file.npz"
+
+
+def study_sweeps(profile: str):
+    """(stage, run.py -m overrides) of every sweep of conf/study/<profile>.yaml, as
+    scripts/sweep.py runs them (the datasets stage aside), on the bundled digits."""
+    with initialize_config_dir(config_dir=str(CONF / "study"), version_base="1.3"):
+        study = compose(config_name=profile)
+    for stage, grids in study.stages.items():
+        size = study.survey if stage == "batch" else study
+        sizes = [*size.attack, *([] if stage == "batch" else study.train), "dataset=digits",
+                 "seed=" + ",".join(map(str, size.seeds))]
+        for grid in grids.values() if isinstance(grids, DictConfig) else [grids]:
+            yield stage, ["-m", *grid, *sizes]
+
+
+def test_every_study_job_is_valid_and_every_defense_meets_three_attackers():
+    jobs, attackers = {}, {}
+    for stage, argv in study_sweeps("smoke"):  # the paper profile differs in sizes only
+        jobs[stage] = jobs.get(stage, 0) + preflight(argv, CONF)
+        attackers.setdefault(stage, set()).update(*(o[len("attack="):].split(",") for o in argv
+                                                    if o.startswith("attack=")))
+    per_seed = {"undefended": 2, "noise": 4 * 2 + 4 * 3, "prune": 6 * 3, "precision": 3 * 3}
+    assert jobs == {**{k: 3 * v for k, v in per_seed.items()}, "batch": 4}
+    assert attackers == {"undefended": {"dlg", "ig"}, "noise": {"dlg", "ig", "adaptive"},
+                         "prune": {"dlg", "ig", "adaptive"}, "precision": {"dlg", "ig", "adaptive"},
+                         "batch": set()}
 
 
 def test_exact_sweep_syntax_expands_to_three_jobs():

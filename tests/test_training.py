@@ -22,9 +22,9 @@ from gradleak.victim.models import build_model
 from gradleak.victim.training import (
     DefendedTraining,
     TrainingConfigError,
-    baseline_key,
     check_train_config,
     run_training,
+    training_key,
 )
 
 torch.set_num_threads(1)
@@ -234,11 +234,11 @@ def test_run_training_reuses_the_cached_baseline(tmp_path):
     assert [s for s, _ in logger.metrics] == [1, 2, 3]  # the defended run's curve, epochs as steps
     assert set(logger.metrics[0][1]) == {"train/test_acc", "train/test_loss", "train/loss"}
     assert logger.metrics[-1][1]["train/test_acc"] == first["test_acc"]
-    stored = json.loads((tmp_path / "cache" / f"{baseline_key(noisy)}.json").read_text())
+    stored = json.loads((tmp_path / "cache" / f"{training_key(noisy)}.json").read_text())
     assert stored["test_acc"] == first["baseline_test_acc"]
 
     clean = job_cfg(tmp_path, {"name": "none"})
-    assert baseline_key(clean) == baseline_key(noisy)
+    assert training_key(clean) == training_key(noisy)
     logger = RecordingLogger()
     second = run_training(clean, logger)
     assert second["cached_baseline"] is True and second["utility_drop"] == 0
@@ -250,23 +250,35 @@ def test_run_training_reuses_the_cached_baseline(tmp_path):
     assert fresh["cached_baseline"] is False
     assert fresh["curve"] == stored["curve"]
 
+    # A second attacker of the same defended training reads it from the cache, curve and all.
+    logger = RecordingLogger()
+    again = run_training(job_cfg(tmp_path, {"name": "noise", "noise": "gaussian", "scale": 1e-1}), logger)
+    assert first["cached"] is False and again["cached"] is True
+    assert again["test_acc"] == first["test_acc"] and again["curve"] == first["curve"]
+    assert [m["train/test_acc"] for _, m in logger.metrics] == first["curve"]["test_acc"]
+
 
 def test_train_none_skips_everything():
     cfg = OmegaConf.create({"train": {"name": "none"}, "dataset": {"name": "not-loaded"}})
     assert run_training(cfg) == {}
 
 
-def test_baseline_key_covers_what_determines_the_result(tmp_path):
+def test_training_key_covers_what_determines_the_result(tmp_path):
     cfg = job_cfg(tmp_path, {"name": "none"})
-    key = baseline_key(cfg)
+    key = training_key(cfg)
     same = copy.deepcopy(cfg)
     same.train.update(name="renamed", cache_dir="/elsewhere", vectorize=False)
-    assert baseline_key(same) == key
+    OmegaConf.update(same, "attack", {"name": "ig"}, force_add=True)  # training never sees it
+    assert training_key(same) == key
+    assert training_key(cfg, {"name": "none"}) == key
     for path, value in [("seed", 1), ("train.lr", 1e-3), ("train.workers", 8),
                         ("model.name", "resnet20"), ("dataset.name", "mnist")]:
         other = copy.deepcopy(cfg)
         OmegaConf.update(other, path, value)
-        assert baseline_key(other) != key, path
+        assert training_key(other) != key, path
+    noisy = {"name": "noise", "noise": "gaussian", "scale": 1e-1}
+    assert training_key(cfg, noisy) != key
+    assert training_key(cfg, noisy) != training_key(cfg, {**noisy, "scale": 1e-2})
 
 
 @pytest.mark.parametrize("key,value,message", [

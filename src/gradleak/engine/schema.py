@@ -54,3 +54,9 @@ class AttackSchema:
         in_range("attack.distractors", self.distractors, low=1)
         choice("attack.match", self.match, MATCHES)
         in_range("attack.tv", self.tv, low=0)
+
+
+def attacker_name(attack) -> str:
+    """How tables and figures name the attacker: its name, `adaptive` when it attacks
+    through the defense (dlg, ig, dlg adaptive)."""
+    return f"{attack.name} adaptive" if attack.adaptive else str(attack.name)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradleak.engine.attack import run_attack
 from gradleak.engine.quality import summarize_targets, threshold_curves
 from gradleak.engine.reidentification import draw_distractors, reid_ranks
+from gradleak.engine.schema import attacker_name
 from gradleak.jobs import tracking
 from gradleak.jobs.config import validate
 from gradleak.jobs.outputs import save_grid, save_snapshots, snapshot_images, write_json
@@ -35,12 +36,14 @@ def run(cfg: DictConfig) -> float:
     overrides = job_overrides()
     test = load_split(cfg.dataset, "test")
     params = job_params(cfg)
-    tags = {"dataset": cfg.dataset.name, "defense": cfg.defense.name, "overrides": " ".join(overrides)}
+    tags = {"dataset": cfg.dataset.name, "defense": cfg.defense.name, "attacker": attacker_name(cfg.attack),
+            "overrides": " ".join(overrides)}
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         tags[tracking.JOB_TAG] = str(HydraConfig.get().job.num)  # the sweep review's row order
     with tracking.job_run(cfg, " ".join(overrides) or "defaults", tags) as mlrun:
         mlrun.log_params(params)
-        report = {"overrides": overrides, "config": params, "defense": setting_of(cfg.defense),
+        report = {"overrides": overrides, "config": params, "attacker": attacker_name(cfg.attack),
+                  "defense": setting_of(cfg.defense),
                   "mlflow": {"tracking_uri": mlrun.uri, "experiment": cfg.tracking.experiment,
                              "experiment_id": mlrun.experiment_id, "run_id": mlrun.run_id,
                              "parent_run_id": cfg.tracking.parent_run_id},

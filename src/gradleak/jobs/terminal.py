@@ -9,6 +9,7 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
     lines = [
         "",
         f"gradleak | dataset={cfg['dataset.name']} model={cfg['model.name']} {_defense(report)}"
+        f" | attacker {report.get('attacker', cfg['attack.name'])}"
         f" | {len(report['targets'])} targets x {cfg['attack.batch_size']} images"
         f" | {a['wall_s']:.1f} s on {report['device']}",
         f"{'target':>6} {'image':>6} {'label':>7} {'pred':>7} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>6}"

@@ -3,7 +3,9 @@
 `run_training(cfg, logger)` trains the victim architecture on the dataset's train split
 with simulated data-parallel clients whose gradients go through the job's defense
 (clients.py), and reports test accuracy next to the undefended baseline of the same
-dataset/model/train profile/seed. The baseline is trained once and cached (cache.py).
+dataset/model/train profile/seed. Every run is cached (cache.py) by what determines it, so
+the baseline is trained once per seed, and the jobs of a sweep that attack one defended
+training with several attackers train it once.
 """
 import time
 import warnings
@@ -124,17 +126,21 @@ def check_train_config(cfg) -> None:
         raise TrainingConfigError(f"train.vectorize={t.vectorize}: allowed: auto, true, false")
 
 
-def baseline_key(cfg) -> str:
-    """Hash of what determines the undefended result: data, architecture, profile, seed.
-    Where files live (data_dir, cache_dir), the profile's name and how workers are computed
-    (vectorize) change no result, so they are left out."""
+def training_key(cfg, defense: dict | None = None) -> str:
+    """Hash of what determines a training run: data, architecture, profile, seed and the
+    defense (`defense`, default undefended). Where files live (data_dir, cache_dir), the
+    profile's name and how workers are computed (vectorize) change no result, so they are
+    left out; so is the attack, which training never sees."""
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     dataset.pop("data_dir", None)
     train = OmegaConf.to_container(cfg.train, resolve=True)
     for key in ("name", "cache_dir", "vectorize"):
         train.pop(key, None)
     train["model"] = model_name(cfg)
-    return content_hash({"version": CACHE_VERSION, "dataset": dataset, "train": train, "seed": cfg.seed})
+    what = {"version": CACHE_VERSION, "dataset": dataset, "train": train, "seed": cfg.seed}
+    if defense is not None and defense.get("name") != "none":
+        what["defense"] = defense
+    return content_hash(what)
 
 
 def run_training(cfg, logger=None, test: Split | None = None) -> dict:
@@ -142,25 +148,29 @@ def run_training(cfg, logger=None, test: Split | None = None) -> dict:
 
     Returns {} for train=none. Otherwise test_acc, test_loss, train_loss (last epoch),
     baseline_test_acc, utility_drop = baseline_test_acc - test_acc, wall_s (training time
-    of the returned result), epochs, curve (per-epoch lists) and cached_baseline. Per-epoch
-    metrics go to `logger` (a Lightning logger) with the epoch as step. `test`: the
-    dataset's whole test split when the caller has it loaded already.
+    of the returned result, when it was computed), epochs, curve (per-epoch lists),
+    cached (this run came from the cache) and cached_baseline. Per-epoch metrics go to
+    `logger` (a Lightning logger) with the epoch as step, replayed from the cache when
+    cached. `test`: the dataset's whole test split when the caller has it loaded already.
     """
     if cfg.train.name == "none":
         return {}
     check_train_config(cfg)
     data = cache(lambda: load_train_test(cfg, test))  # not loaded when everything is cached
-    undefended = cfg.defense.name == "none"
-    baseline, cached = cached_json(cfg.train.cache_dir, baseline_key(cfg), lambda: fit(
+    defense = OmegaConf.to_container(cfg.defense, resolve=True)
+    undefended = defense["name"] == "none"
+    baseline, cached_baseline = cached_json(cfg.train.cache_dir, training_key(cfg), lambda: fit(
         cfg, *data(), defense_from_config({"name": "none"}), logger if undefended else None))
     if undefended:
-        result = baseline
-        if cached:
-            _replay_curve(logger, baseline["curve"])
+        result, cached = baseline, cached_baseline
     else:
-        result = fit(cfg, *data(), defense_from_config(cfg.defense), logger)
+        result, cached = cached_json(cfg.train.cache_dir, training_key(cfg, defense), lambda: fit(
+            cfg, *data(), defense_from_config(defense), logger))
+    if cached:
+        _replay_curve(logger, result["curve"])
     return {**result, "baseline_test_acc": baseline["test_acc"],
-            "utility_drop": baseline["test_acc"] - result["test_acc"], "cached_baseline": cached}
+            "utility_drop": baseline["test_acc"] - result["test_acc"], "cached": cached,
+            "cached_baseline": cached_baseline}
 
 
 def _replay_curve(logger, curve: dict) -> None:
