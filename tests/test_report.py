@@ -207,7 +207,7 @@ def test_make_all_writes_every_figure_and_table(tree, tmp_path):
     out, _, _ = tree
     written = figures.make_all(out, tmp_path / "figures")
     names = sorted(p.name for p in written)
-    assert names == sorted(PNGS + ["table_defenses.csv", "table_defenses.md"])
+    assert names == sorted(PNGS + ["table_defenses.csv", "table_defenses.md", "table_claims.md"])
     for name in PNGS:
         _assert_real_png(tmp_path / "figures" / name)
     csv = pd.read_csv(tmp_path / "figures" / "table_defenses.csv")
@@ -236,7 +236,7 @@ def test_untrained_defenses_stage_skips_only_the_frontier(tmp_path, capsys):
     written = {p.name for p in figures.make_all(res, res / "figures")}
     assert written == {"fig_reconstructions.png", "fig_mse_per_dataset.png", "fig_defenses.png",
                        "fig_leak_rates.png", "fig_thresholds.png", *GALLERIES,
-                       "table_defenses.csv", "table_defenses.md"}
+                       "table_defenses.csv", "table_defenses.md", "table_claims.md"}
     assert "no undefended 'datasets' stage" in capsys.readouterr().out
     _assert_real_png(res / "figures" / "fig_defenses.png")
 
@@ -286,3 +286,49 @@ def test_a_named_defense_stage_without_defenses_is_skipped(tree, capsys):
     assert figures.defense_curves(t["summary"], t["curves"], stage="datasets") is None
     assert figures.defense_curves(t["summary"], t["curves"], stage="nosuch") is None
     assert "has no defended jobs" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def two_attackers(tmp_path_factory):
+    out = tmp_path_factory.mktemp("attackers")
+    synthetic.write_defenses_stage(out / "sweeps")
+    synthetic.write_second_attacker(out / "sweeps")
+    results.write_tables(results.collect(out / "sweeps", out), out)
+    return out
+
+
+def test_each_attacker_is_a_row_and_the_strongest_takes_each_verdicts_best(two_attackers):
+    t = results.read_tables(two_attackers)
+    summary, targets = t["summary"], t["targets"]
+    ig = summary[summary["attacker"] == "ig"]
+    assert len(ig) == 3 and set(ig["setting"]) == {"defense=prune ratio=0.3"}  # attack=ig is the column
+    assert set(summary["attacker"]) == {"dlg", "ig"}
+    table = paper.defense_table(summary, targets)
+    rows = table[table["setting"] == "defense=prune ratio=0.3"].set_index("attacker")
+    assert list(rows.index) == ["dlg", "ig", "strongest"]  # in ATTACKER_ORDER
+    assert rows.loc["dlg", "reid_rate"] < 50 < rows.loc["ig", "reid_rate"]  # MSE 3e-2 against 2e-3
+    best = rows.loc["strongest"]
+    for rate in ("reid_rate", "success_rate"):
+        top = rows.loc[["dlg", "ig"], rate].idxmax()
+        assert best[rate] == rows.loc[top, rate] and best[f"{rate}_lo"] == rows.loc[top, f"{rate}_lo"]
+        assert best[f"{rate}_attacker"] == top
+    assert best["psnr_median"] == rows.loc[["dlg", "ig"], "psnr_median"].max()
+    assert best["test_acc"] == rows.loc["dlg", "test_acc"]  # one defended training
+    assert (table["attacker"] == "strongest").sum() == 1  # settings with one attacker get none
+    assert "strongest (ig)" in paper.markdown_table(table)
+
+
+def test_figures_judge_each_setting_by_its_strongest_attacker(two_attackers, tmp_path):
+    from gradleak.report import verdicts
+
+    t = results.read_tables(two_attackers)
+    table = paper.defense_table(t["summary"], t["targets"])
+    chosen = verdicts.strongest_jobs(table, t["summary"])
+    assert len(chosen) == len(t["summary"]) - 3  # each setting's jobs once: prune 30% by ig alone
+    assert set(chosen.loc[chosen["setting"] == "defense=prune ratio=0.3", "attacker"]) == {"ig"}
+    assert set(chosen.loc[chosen["setting"] != "defense=prune ratio=0.3", "attacker"]) == {"dlg"}
+    front = verdicts.strongest_rows(table)
+    assert front.loc[front["setting"] == "defense=prune ratio=0.3", "attacker"].tolist() == ["strongest"]
+    written = {p.name for p in figures.make_all(two_attackers, tmp_path)}
+    assert {"fig_leak_rates.png", "fig_frontier.png", "fig_thresholds.png", "fig_gallery_prune.png"} <= written
+    _assert_real_png(tmp_path / "fig_leak_rates.png")

@@ -4,9 +4,9 @@ Each job writes `metrics.json` into its Hydra output folder
 (`<sweeps root>/<stage>/<n>_<overrides>/metrics.json`). Collecting turns them into:
 
 - summary.csv: one row per job; every config knob (dotted names, e.g. `defense.scale`),
-  every attack and training metric, and the job's identity (stage, job, seed, setting and
-  how its defense setting is named: family, strength, labels and ranks) with paths to its
-  snapshots and reconstruction grid;
+  every attack and training metric, and the job's identity (stage, job, seed, setting,
+  attacker and how its defense setting is named: family, strength, labels and ranks) with
+  paths to its snapshots and reconstruction grid;
 - targets.csv: one row per attacked target of each job;
 - curves.csv: one row per optimizer step of each job (long format).
 
@@ -27,8 +27,10 @@ CURVE_COLUMNS = ["step", "evals", "loss_median", "mse_median", "success_rate"]
 # (victim/defenses), so the report needs no table of its own.
 SETTING_COLUMNS = ["family", "family_title", "family_rank", "strength", "strength_label",
                    "strength_rank", "variance"]
-# Overrides that say where or how fast a job ran, not what it computed.
-NOT_SETTING = ("seed=", "data_dir=", "threads=", "resume=", "tracking.", "hydra.")
+# Overrides that say where or how fast a job ran, not what it computed; and the attacker's
+# choice (attack=ig), which the `attacker` column names, so that one defense setting has one
+# `setting` whichever attacker attacked it.
+NOT_SETTING = ("seed=", "data_dir=", "threads=", "resume=", "tracking.", "hydra.", "attack=")
 
 
 def find_jobs(root: Path) -> list[Path]:
@@ -75,10 +77,20 @@ def _relpath(path: Path, start: Path) -> str:
         return path.resolve().as_posix()
 
 
+def attacker(m: dict) -> str:
+    """The attacker as the job named it (jobs before it did: from the attack config)."""
+    if m.get("attacker"):
+        return m["attacker"]
+    config = m.get("config", {})
+    name = config.get("attack.name", "dlg")
+    return f"{name} adaptive" if config.get("attack.adaptive") else name
+
+
 def _identity(m: dict, stage: str, job: str) -> dict:
     named = m.get("defense") or {}
     return {"stage": stage, "job": job, "seed": m.get("config", {}).get("seed"),
-            **{k: named.get(k) for k in SETTING_COLUMNS}, "setting": setting(m.get("overrides", []))}
+            **{k: named.get(k) for k in SETTING_COLUMNS}, "setting": setting(m.get("overrides", [])),
+            "attacker": attacker(m)}
 
 
 def summary_row(m: dict, ident: dict, job_dir: Path, out: Path) -> dict:

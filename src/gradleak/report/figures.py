@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 
 from gradleak.report import gallery, verdicts
+from gradleak.report.claims import markdown_claims
 from gradleak.report.collect import read_tables
 from gradleak.report.paper import SURVEY_STAGES, defense_table, markdown_table
 from gradleak.report.statistics import curve_over_seeds
@@ -134,6 +135,8 @@ def _defense_stages(summary: pd.DataFrame) -> list[str]:
 def _defense_curves(summary, curves, stages):
     """Jobs of the defense stages on their most common dataset, joined with their curves."""
     jobs = summary[summary["stage"].isin(stages)]
+    if "attacker" in jobs:  # the attackers' losses differ in kind (L2, cosine): DLG's alone
+        jobs = jobs[jobs["attacker"] == "dlg"]
     defended = jobs[jobs["family"] != "none"]
     dataset = defended["dataset.name"].mode().iloc[0] if "dataset.name" in jobs else None
     if dataset is not None:
@@ -199,9 +202,11 @@ def write_defense_table(table: pd.DataFrame, out: Path) -> list[Path]:
         note("no defended jobs; skipping the defense table")
         return []
     csv, md = Path(out) / "table_defenses.csv", Path(out) / "table_defenses.md"
+    claims = Path(out) / "table_claims.md"
     table.to_csv(csv, index=False)
     md.write_text("# Defenses: test accuracy and leakage verdicts\n\n" + markdown_table(table))
-    return [csv, md]
+    claims.write_text("# The paper's claims, judged by the study\n\n" + markdown_claims(table))
+    return [csv, md, claims]
 
 
 def _trained(table: pd.DataFrame) -> bool:
@@ -217,9 +222,10 @@ def _study_figures(summary, targets, results, table) -> dict:
     figs = {"fig_leak_rates.png": lambda: verdicts.leak_rates(table, None if chance is None else 1 / (chance + 1)),
             "fig_frontier.png": lambda: verdicts.frontier(table) if _trained(table)
             else note("no training results (test_acc); skipping the frontier"),
-            "fig_thresholds.png": lambda: verdicts.threshold_curves(targets[targets["stage"].isin(table["stage"])])}
+            "fig_thresholds.png": lambda: verdicts.threshold_curves(verdicts.strongest_jobs(table, targets))}
+    strongest = verdicts.strongest_jobs(table, summary)
     for family in families(table, defended_only=True):
-        figs[f"fig_gallery_{family}.png"] = (lambda f=family: gallery.gallery(summary, targets, results, f))
+        figs[f"fig_gallery_{family}.png"] = (lambda f=family: gallery.gallery(strongest, targets, results, f))
     return figs
 
 

@@ -1,6 +1,8 @@
 """Galleries, the paper's Fig. 7 view: per defense family, the ground truth on top and one
 row per setting (undefended first), the same targets in every row (the lowest seed's
-draw: no cherry-picking), each cell titled with both verdicts."""
+draw: no cherry-picking), each cell titled with both verdicts. `summary` holds one job per
+setting and seed (the study's figures pass each setting's strongest attacker's), and each
+row names its attacker."""
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -46,11 +48,12 @@ def gallery(summary: pd.DataFrame, targets: pd.DataFrame, results_dir: Path, fam
     axes[0, 0].set_ylabel("ground truth", fontsize=8)
     for r, ((_, job), z) in enumerate(zip(rows.iterrows(), loaded), start=1):
         mine = targets[(targets["stage"] == job["stage"]) & (targets["job"] == job["job"])].sort_values("target")
+        who = f"\n{job['attacker']}" if "attacker" in job else ""
         for i in range(n):
             axes[r, i].imshow(_image(z["recon"][-1][i]), cmap="gray", vmin=0, vmax=1)
             if i < len(mine):
                 axes[r, i].set_title(_cell_title(mine.iloc[i]), fontsize=6)
-        axes[r, 0].set_ylabel(job["strength_label"], fontsize=8)
+        axes[r, 0].set_ylabel(job["strength_label"] + who, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
     title = rows["family_title"].iloc[-1]

@@ -10,13 +10,15 @@ rendered as text with their section.
 import numpy as np
 import pandas as pd
 
-from gradleak.report.statistics import RATES, SETTING_KEYS, over_seeds, over_targets
+from gradleak.report.statistics import DEFENSE_KEYS, MEDIANS, RATES, SETTING_KEYS, over_seeds, over_targets
 
 SOURCE = "Zhu et al., NeurIPS 2019"
 SURVEY_STAGES = ("datasets", "batch")  # conf/study: surveys of datasets and batch sizes, not verdicts
 NOISE_DEFENDS_VARIANCE = 1e-2  # Sec. 5: variance >= 1e-2 prevents leakage, costs accuracy
 PRUNE_DEFENDS_RATIO = 0.2      # Sec. 5: images unrecognizable when the ratio is above 20 %
 TABLE_METRICS = ["test_acc", "utility_drop", "baseline_test_acc"]  # per job, over seeds
+STRONGEST = "strongest"  # the attacker column of the rows that take each verdict's best attacker
+ATTACKER_ORDER = {"dlg": 0, "ig": 1, "dlg adaptive": 2, "ig adaptive": 3, STRONGEST: 9}
 
 
 def paper_reference(family: str, strength=None, variance: float = np.nan) -> dict:
@@ -47,10 +49,11 @@ def paper_reference(family: str, strength=None, variance: float = np.nan) -> dic
 
 
 def defense_table(summary: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
-    """One row per defense setting of every stage that has defended jobs: accuracy (mean
-    and 95% t-interval over seeds), both verdicts over all attacked targets of all seeds
-    (Wilson intervals), median MSE and PSNR (bootstrap intervals), in percent where rates,
-    and the paper's reference beside them."""
+    """One row per defense setting and attacker of every stage that has defended jobs:
+    accuracy (mean and 95% t-interval over seeds), both verdicts over all attacked targets
+    of all seeds (Wilson intervals), median MSE and PSNR (bootstrap intervals), in percent
+    where rates, and the paper's reference beside them. Settings attacked by several
+    attackers get a `strongest` row as well (with_strongest)."""
     defended = set(summary.loc[summary["family"] != "none", "stage"])
     if not defended:
         return pd.DataFrame()
@@ -69,9 +72,37 @@ def defense_table(summary: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
             verdicts[rate + suffix] = 100 * verdicts[rate + suffix]
     keys = [k for k in SETTING_KEYS if k in accuracy and k in verdicts]
     table = accuracy.drop(columns="n_seeds").merge(verdicts, on=keys, how="left")
+    table = with_strongest(table)
     refs = [paper_reference(f, s, v) for f, s, v in zip(table["family"], table["strength"], table["variance"])]
     table = pd.concat([table, pd.DataFrame(refs, index=table.index)], axis=1)
-    return table.sort_values(["stage", "family_rank", "variance", "strength_rank"], ignore_index=True)
+    table["attacker_rank"] = table["attacker"].map(ATTACKER_ORDER).fillna(5)
+    return table.sort_values(["stage", "family_rank", "variance", "strength_rank", "attacker_rank"],
+                             ignore_index=True)
+
+
+def with_strongest(table: pd.DataFrame) -> pd.DataFrame:
+    """Adds a `strongest` row per defense setting that more than one attacker attacked: each
+    verdict (rate and interval) and each median from the attacker that scored highest on it,
+    named in <rate>_attacker / psnr_attacker. The highest of several estimates leans high: an
+    error against the defense, the side a defense verdict should err on."""
+    if "attacker" not in table:
+        return table
+    keys = [k for k in DEFENSE_KEYS if k in table]
+    best_rows = []
+    for _, group in table.groupby(keys, dropna=False, sort=False):
+        if group["attacker"].nunique() < 2:
+            continue
+        best = group.iloc[0].copy()  # accuracy and counts: one training, the same targets
+        best["attacker"] = STRONGEST
+        for rate, columns in [*((r, [r]) for r in RATES), ("psnr_median", list(MEDIANS))]:
+            if group[rate].notna().any():
+                top = group.loc[group[rate].idxmax()]
+                for col in columns:
+                    for suffix in ("", "_lo", "_hi"):
+                        best[col + suffix] = top[col + suffix]
+                best[f"{rate.removesuffix('_median')}_attacker"] = top["attacker"]
+        best_rows.append(best)
+    return pd.concat([table, pd.DataFrame(best_rows)], ignore_index=True) if best_rows else table
 
 
 def _with_interval(row, metric: str, fmt: str) -> str:
@@ -94,13 +125,20 @@ MARKDOWN_COLUMNS = {  # header: (column, format)
     "Exact reconstruction (%)": ("success_rate", ".0f"),
     "Median PSNR (dB)": ("psnr_median", ".1f"),
 }
-HEADER = ["Stage", "Defense", "Strength", "Seeds", "Targets per seed", *MARKDOWN_COLUMNS,
+HEADER = ["Stage", "Defense", "Strength", "Attacker", "Seeds", "Targets per seed", *MARKDOWN_COLUMNS,
           "Paper acc. (%)", "Paper: defends?", "Source"]
 
 
 def _paper_acc(row) -> str:
     acc = row["paper_test_acc"]
     return "—" if pd.isna(acc) else f"{acc:.1f} ({row['paper_checked']})"
+
+
+def _attacker(row) -> str:
+    if row.get("attacker") != STRONGEST:
+        return str(row.get("attacker", "dlg"))
+    best = {row.get(f"{v}_attacker") for v in ("reid_rate", "success_rate")}
+    return f"{STRONGEST} ({', '.join(sorted(b for b in best if isinstance(b, str)))})"
 
 
 def _count(value) -> str:
@@ -112,7 +150,7 @@ def markdown_table(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for _, r in table.iterrows():
         ours = [_with_interval(r, col, fmt) for col, fmt in MARKDOWN_COLUMNS.values()]
-        cells = [r["stage"], r["family"], r["strength_label"],
+        cells = [r["stage"], r["family"], r["strength_label"], _attacker(r),
                  str(r["n_seeds"]), _count(r["n_targets"]), *ours, _paper_acc(r), r["paper_defends"], r["paper_source"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + NOTES
@@ -123,6 +161,10 @@ Verdicts, over every attacked target of every seed (each seed draws its own test
 with 95% Wilson intervals: re-identified = the reconstruction's nearest neighbour (MSE) among
 the true image and its distractors is the true image; exact reconstruction = MSE below the
 attack's threshold. Median PSNR with a 95% bootstrap interval.
+Attackers: dlg (DLG with L-BFGS, restarts, stop rules), ig (Inverting Gradients), dlg adaptive
+(DLG matching through the defense, attack=adaptive; not run undefended or under Gaussian noise,
+where it is DLG itself). strongest: each verdict from the attacker that scored highest on it
+(named in brackets); the highest of several estimates leans high, against the defense.
 Paper: {SOURCE}. Its accuracies are for ResNet on CIFAR-100 (Table 2), not our victim:
 compare accuracy drops, not absolute values. Every paper entry comes from the paper's
 text as quoted to this project and was not checked against the paper itself, hence

@@ -1,7 +1,7 @@
 """Aggregates per setting with 95% intervals.
 
-A setting is one stage and one set of overrides without the seed (the `setting` column
-of summary.csv). Job-level numbers (test accuracy) get a t-interval over seeds; with
+A setting is one stage, one set of overrides without the seed (the `setting` column of
+summary.csv) and one attacker. Job-level numbers (test accuracy) get a t-interval over seeds; with
 fewer than two finite values there is none (NaN bounds; tables and figures show none).
 Verdicts are pooled over every attacked target of every seed (each seed draws its own
 targets): rates get Wilson score intervals, medians percentile-bootstrap intervals.
@@ -11,9 +11,11 @@ import pandas as pd
 from scipy import stats
 
 CONFIDENCE = 0.95
-# A setting and how it is named (the naming columns are functions of the setting).
-SETTING_KEYS = ["stage", "setting", "family", "family_title", "family_rank", "strength",
+# A defense setting and how it is named (the naming columns are functions of the setting);
+# SETTING_KEYS adds the attacker: what one row of the study's tables aggregates.
+DEFENSE_KEYS = ["stage", "setting", "family", "family_title", "family_rank", "strength",
                 "strength_label", "strength_rank", "variance"]
+SETTING_KEYS = [*DEFENSE_KEYS, "attacker"]
 
 
 def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:

@@ -1,15 +1,43 @@
 """Figures of the study's verdicts, from the defense table (report.paper.defense_table) and
-the per-target table: leak rate against defense strength, the privacy-utility frontier on
-re-identification, and the threshold curves behind the exact-reconstruction verdict."""
+the per-target table: leak rate against defense strength (each attacker and the strongest),
+the privacy-utility frontier on re-identification and the threshold curves behind the
+exact-reconstruction verdict (both under the strongest attacker of each setting)."""
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from gradleak.report.statistics import SETTING_KEYS
+from gradleak.report.paper import ATTACKER_ORDER, STRONGEST
+from gradleak.report.statistics import DEFENSE_KEYS, SETTING_KEYS
 
 VERDICTS = {"reid_rate": "re-identified", "success_rate": "exact reconstruction (MSE < threshold)"}
-VERDICT_COLORS = {"reid_rate": "tab:red", "success_rate": "tab:blue"}
+ATTACKER_STYLE = {"dlg": ("tab:blue", "-", 1.3), "ig": ("tab:orange", "-", 1.3),
+                  "dlg adaptive": ("tab:green", "-", 1.3), "ig adaptive": ("tab:purple", "-", 1.3),
+                  STRONGEST: ("black", "--", 2.2)}
+
+
+def attackers(table: pd.DataFrame) -> list[str]:
+    return sorted(table["attacker"].dropna().unique(), key=lambda a: ATTACKER_ORDER.get(a, 5))
+
+
+def strongest_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per defense setting: its `strongest` row, or its only attacker's row."""
+    keys = [k for k in DEFENSE_KEYS if k in table]
+    ranked = table.assign(_best=table["attacker"].eq(STRONGEST))
+    return (ranked.sort_values("_best").groupby(keys, dropna=False, sort=False).tail(1)
+            .drop(columns="_best").reset_index(drop=True))
+
+
+def strongest_pick(table: pd.DataFrame) -> pd.DataFrame:
+    """(stage, setting, attacker): each setting's most re-identifying attacker."""
+    best = strongest_rows(table)
+    chosen = best["reid_rate_attacker"] if "reid_rate_attacker" in best else best["attacker"]
+    return best[["stage", "setting"]].assign(attacker=chosen.where(chosen.notna(), best["attacker"]))
+
+
+def strongest_jobs(table: pd.DataFrame, jobs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `jobs` (targets or summary) of each setting's most re-identifying attacker."""
+    return jobs.merge(strongest_pick(table), on=["stage", "setting", "attacker"])
 
 
 def _defended_families(table: pd.DataFrame) -> list[str]:
@@ -31,33 +59,45 @@ def _asymmetric(rows: pd.DataFrame, col: str) -> np.ndarray:
 
 
 def leak_rates(table: pd.DataFrame, chance: float | None = None):
-    """Per defense family: both verdicts' rates (percent, 95% Wilson bands) against strength."""
+    """Per defense family (columns) and verdict (rows): the rate (percent, 95% Wilson band)
+    against strength, one line per attacker, the strongest dashed."""
     panels = _defended_families(table)
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.9), sharey=True, squeeze=False)
-    for ax, family in zip(axes[0], panels):
-        rows = _with_undefended(table, family)
-        x = np.arange(len(rows))
-        for rate, label in VERDICTS.items():
-            ax.plot(x, rows[rate], marker="o", color=VERDICT_COLORS[rate], label=label)
-            ax.fill_between(x, rows[f"{rate}_lo"], rows[f"{rate}_hi"], color=VERDICT_COLORS[rate],
-                            alpha=0.15, lw=0)
-        if chance is not None:
-            ax.axhline(100 * chance, ls=":", color="0.4", lw=1, label="re-identification by chance")
-        ax.set_xticks(x, rows["strength_label"], rotation=35, ha="right", fontsize=8)
-        ax.set(title=rows["family_title"].iloc[-1], ylim=(-3, 103))
-    axes[0, 0].set_ylabel("targets leaked (%)")
-    axes[0, -1].legend(fontsize=7, loc="upper right")
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.8 * len(panels), 7.2), sharey=True, squeeze=False)
+    for col, family in enumerate(panels):
+        ticks = _with_undefended(strongest_rows(table), family)
+        position = {label: i for i, label in enumerate(ticks["strength_label"])}
+        for row, rate in enumerate(VERDICTS):
+            ax = axes[row, col]
+            for who in attackers(table):
+                rows = _with_undefended(table[table["attacker"] == who], family)
+                if not (rows["family"] == family).any():
+                    continue
+                x = rows["strength_label"].map(position)
+                color, ls, lw = ATTACKER_STYLE.get(who, ("tab:gray", "-", 1.3))
+                ax.plot(x, rows[rate], marker="o", ms=3.5, color=color, ls=ls, lw=lw, label=who)
+                ax.fill_between(x, rows[f"{rate}_lo"], rows[f"{rate}_hi"], color=color, alpha=0.1, lw=0)
+            if chance is not None and rate == "reid_rate":
+                ax.axhline(100 * chance, ls=":", color="0.4", lw=1, label="chance")
+            ax.set_xticks(range(len(ticks)), ticks["strength_label"], rotation=35, ha="right", fontsize=8)
+            ax.set(ylim=(-3, 103))
+        axes[0, col].set_title(ticks["family_title"].iloc[-1], fontsize=10)
+    axes[0, 0].set_ylabel("re-identified targets (%)")
+    axes[1, 0].set_ylabel("exact reconstructions (%)")
+    axes[0, -1].legend(fontsize=7, loc="upper right", title="attacker", title_fontsize=7)
     n = f"{int(table['n_seeds'].max())} seeds x {int(table['n_targets'].max())} targets"
-    fig.suptitle(f"Leak rate against defense strength ({n} per setting; 95% Wilson bands)", fontsize=11)
+    fig.suptitle(f"Leak rate against defense strength, per attacker ({n} per setting; 95% Wilson bands)",
+                 fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def frontier(table: pd.DataFrame):
-    """Privacy-utility frontier: re-identification rate (Wilson interval) against test
-    accuracy (t-interval over seeds), one point per setting, colour = family."""
+    """Privacy-utility frontier: re-identification rate under the strongest attacker (Wilson
+    interval) against test accuracy (t-interval over seeds), one point per setting, colour =
+    family."""
+    table = strongest_rows(table)
     rows = table[table["test_acc"].notna()] if "test_acc" in table else table.iloc[:0]
     if rows.empty:
         return None
@@ -74,7 +114,7 @@ def frontier(table: pd.DataFrame):
             ax.errorbar(one["test_acc"], one["reid_rate"], xerr=xerr, yerr=_asymmetric(one, "reid_rate"),
                         fmt=markers[i % len(markers)], color=color, ms=7, capsize=3, lw=1, label=label)
     ax.set(xlabel="test accuracy (%) of the model trained under the defense",
-           ylabel="re-identified targets (%)", ylim=(-3, 103))
+           ylabel="re-identified targets (%), strongest attacker", ylim=(-3, 103))
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle("Privacy-utility frontier (accuracy: 95% t-interval over seeds; "
                  "re-identification: 95% Wilson interval over targets)", fontsize=10)
@@ -84,7 +124,8 @@ def frontier(table: pd.DataFrame):
 
 def threshold_curves(targets: pd.DataFrame):
     """Share of targets with PSNR >= t (top) and SSIM >= s (bottom), per family and setting,
-    pooled over seeds: where a verdict would land for any threshold."""
+    pooled over seeds: where a verdict would land for any threshold. `targets`: one
+    attacker's per setting (strongest_targets)."""
     panels = _defended_families(targets)
     if not panels or targets.empty:
         return None
@@ -107,6 +148,7 @@ def threshold_curves(targets: pd.DataFrame):
         axes[1, col].set_xlabel("SSIM threshold s")
     axes[0, 0].set_ylabel("targets with PSNR >= t (%)")
     axes[1, 0].set_ylabel("targets with SSIM >= s (%)")
-    fig.suptitle("Threshold curves: how the share of leaked targets moves with the threshold", fontsize=11)
+    fig.suptitle("Threshold curves: how the share of leaked targets moves with the threshold "
+                 "(each setting's most re-identifying attacker)", fontsize=11)
     fig.tight_layout()
     return fig
