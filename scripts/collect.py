@@ -1,26 +1,30 @@
-"""Collect every job's metrics.json under a sweeps root into results/{summary,targets,curves}.csv.
+"""Collect every job's metrics.json under sweeps roots into results/{summary,targets,curves}.csv.
 
-    python scripts/collect.py [results/sweeps] --out results/
+    python scripts/collect.py [results/sweeps ...] --out results/
+
+Several roots pool: their stages of the same name aggregate together (a later sweep of
+another seed, in <root>/<stage>/<name>, adds to the study's settings).
 """
 import argparse
 import sys
 from pathlib import Path
 
-from gradleak.report.collect import collect, write_tables
+from gradleak.report.collect import collect_roots, write_tables
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", nargs="?", default="results/sweeps", type=Path,
-                        help="folder holding the sweep folders (default: results/sweeps)")
+    parser.add_argument("roots", nargs="*", default=[Path("results/sweeps")], type=Path,
+                        help="folders holding the sweep folders (default: results/sweeps)")
     parser.add_argument("--out", default="results", type=Path, help="where the CSVs go")
     args = parser.parse_args(argv)
-    if not args.root.is_dir():
-        print(f"collect: root={args.root} is not a folder; pass the sweeps root", file=sys.stderr)
-        return 2
-    tables = collect(args.root, args.out)
+    for root in args.roots:
+        if not root.is_dir():
+            print(f"collect: root={root} is not a folder; pass the sweeps root", file=sys.stderr)
+            return 2
+    tables = collect_roots(args.roots, args.out)
     if tables["summary"].empty:
-        print(f"collect: root={args.root} holds no metrics.json; run the sweeps first",
+        print(f"collect: {' '.join(map(str, args.roots))} holds no metrics.json; run the sweeps first",
               file=sys.stderr)
         return 1
     for path in write_tables(tables, args.out):

@@ -332,3 +332,15 @@ def test_figures_judge_each_setting_by_its_strongest_attacker(two_attackers, tmp
     written = {p.name for p in figures.make_all(two_attackers, tmp_path)}
     assert {"fig_leak_rates.png", "fig_frontier.png", "fig_thresholds.png", "fig_gallery_prune.png"} <= written
     _assert_real_png(tmp_path / "fig_leak_rates.png")
+
+
+def test_two_roots_pool_their_stages_of_the_same_name(tmp_path):
+    first, later = tmp_path / "study", tmp_path / "later"
+    synthetic.write_defenses_stage(first)
+    synthetic.write_second_attacker(later)  # defenses/ig/...: 3 more jobs of stage `defenses`
+    run = _script("collect.py", first, later, "--out", tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert len(summary) == synthetic.N_DEFENSE_JOBS + 3 and set(summary["stage"]) == {"defenses"}
+    pooled = aggregate.over_targets(pd.read_csv(tmp_path / "out" / "targets.csv"))
+    assert pooled.loc[pooled["attacker"] == "ig", "n_targets"].tolist() == [synthetic.TARGETS]

@@ -134,6 +134,14 @@ def collect(root: Path, out: Path) -> dict[str, pd.DataFrame]:
             "curves": curves_df}
 
 
+def collect_roots(roots: list[Path], out: Path) -> dict[str, pd.DataFrame]:
+    """`collect` over several sweeps roots (e.g. the study and a later sweep of another seed):
+    stages of the same name pool, so their settings aggregate over the jobs of all roots."""
+    parts = [collect(root, out) for root in roots]
+    return {name: pd.concat([p[name] for p in parts if len(p[name])], ignore_index=True)
+            if any(len(p[name]) for p in parts) else pd.DataFrame() for name in parts[0]}
+
+
 def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
