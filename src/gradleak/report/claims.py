@@ -14,8 +14,7 @@ says, is refuted when every one is judged the opposite, and holds partly otherwi
 """
 import pandas as pd
 
-from gradleak.report.paper import SOURCE
-from gradleak.report.statistics import DEFENSE_KEYS
+from gradleak.report.paper import SOURCE, strongest_rows
 
 LEAKS_FROM = 50.0     # percent: lower bound of the rate
 DEFENDS_UP_TO = 10.0  # percent: upper bound of the rate
@@ -64,9 +63,7 @@ def claim_verdict(outcomes: list[str], says: str) -> str:
 def judged_settings(table: pd.DataFrame) -> pd.DataFrame:
     """One row per defense setting (its strongest row where it has one), with per-verdict
     outcomes (<rate>_outcome)."""
-    keys = [k for k in DEFENSE_KEYS if k in table]
-    best = (table.assign(_s=table["attacker"].eq("strongest")).sort_values("_s")
-            .groupby(keys, dropna=False, sort=False).tail(1).drop(columns="_s"))
+    best = strongest_rows(table)
     for rate in VERDICT_NAMES:
         best[f"{rate}_outcome"] = [outcome(lo, hi) for lo, hi in zip(best[f"{rate}_lo"], best[f"{rate}_hi"])]
     return best.reset_index(drop=True)

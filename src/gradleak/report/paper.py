@@ -105,6 +105,14 @@ def with_strongest(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, pd.DataFrame(best_rows)], ignore_index=True) if best_rows else table
 
 
+def strongest_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per defense setting: its `strongest` row, or its only attacker's row."""
+    keys = [k for k in DEFENSE_KEYS if k in table]
+    ranked = table.assign(_best=table["attacker"].eq(STRONGEST))
+    return (ranked.sort_values("_best").groupby(keys, dropna=False, sort=False).tail(1)
+            .drop(columns="_best").reset_index(drop=True))
+
+
 def _with_interval(row, metric: str, fmt: str) -> str:
     """mean ± half-width for symmetric (t) intervals, value [lo–hi] for the others."""
     mean, lo, hi = row.get(metric), row.get(f"{metric}_lo"), row.get(f"{metric}_hi")

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from gradleak.report.paper import ATTACKER_ORDER, STRONGEST
-from gradleak.report.statistics import DEFENSE_KEYS, SETTING_KEYS
+from gradleak.report.paper import ATTACKER_ORDER, STRONGEST, strongest_rows
+from gradleak.report.statistics import SETTING_KEYS
 
 VERDICTS = {"reid_rate": "re-identified", "success_rate": "exact reconstruction (MSE < threshold)"}
 ATTACKER_STYLE = {"dlg": ("tab:blue", "-", 1.3), "ig": ("tab:orange", "-", 1.3),
@@ -18,14 +18,6 @@ ATTACKER_STYLE = {"dlg": ("tab:blue", "-", 1.3), "ig": ("tab:orange", "-", 1.3),
 
 def attackers(table: pd.DataFrame) -> list[str]:
     return sorted(table["attacker"].dropna().unique(), key=lambda a: ATTACKER_ORDER.get(a, 5))
-
-
-def strongest_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per defense setting: its `strongest` row, or its only attacker's row."""
-    keys = [k for k in DEFENSE_KEYS if k in table]
-    ranked = table.assign(_best=table["attacker"].eq(STRONGEST))
-    return (ranked.sort_values("_best").groupby(keys, dropna=False, sort=False).tail(1)
-            .drop(columns="_best").reset_index(drop=True))
 
 
 def strongest_pick(table: pd.DataFrame) -> pd.DataFrame:
