@@ -52,7 +52,7 @@ def gallery(summary: pd.DataFrame, targets: pd.DataFrame, results_dir: Path, fam
         for i in range(n):
             axes[r, i].imshow(_image(z["recon"][-1][i]), cmap="gray", vmin=0, vmax=1)
             if i < len(mine):
-                axes[r, i].set_title(_cell_title(mine.iloc[i]), fontsize=6)
+                axes[r, i].set_xlabel(_cell_title(mine.iloc[i]), fontsize=6)  # below its own image
         axes[r, 0].set_ylabel(job["strength_label"] + who, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])

@@ -77,7 +77,12 @@ def leak_rates(table: pd.DataFrame, chance: float | None = None):
         axes[0, col].set_title(ticks["family_title"].iloc[-1], fontsize=10)
     axes[0, 0].set_ylabel("re-identified targets (%)")
     axes[1, 0].set_ylabel("exact reconstructions (%)")
-    axes[0, -1].legend(fontsize=7, loc="upper right", title="attacker", title_fontsize=7)
+    legend = {}  # every attacker of every panel, once
+    for ax in axes.flat:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    order = sorted(legend, key=lambda who: ATTACKER_ORDER.get(who, 10 if who == "chance" else 5))
+    fig.legend([legend[who] for who in order], order, title="attacker", fontsize=8, title_fontsize=8,
+               loc="upper left", bbox_to_anchor=(1.0, 0.92))
     n = f"{int(table['n_seeds'].max())} seeds x {int(table['n_targets'].max())} targets"
     fig.suptitle(f"Leak rate against defense strength, per attacker ({n} per setting; 95% Wilson bands)",
                  fontsize=11)
