@@ -92,6 +92,7 @@ def with_strongest(table: pd.DataFrame) -> pd.DataFrame:
     for _, group in table.groupby(keys, dropna=False, sort=False):
         if group["attacker"].nunique() < 2:
             continue
+        group = group.iloc[group["attacker"].map(ATTACKER_ORDER).fillna(5).argsort(kind="stable")]  # ties: dlg first
         best = group.iloc[0].copy()  # accuracy and counts: one training, the same targets
         best["attacker"] = STRONGEST
         for rate, columns in [*((r, [r]) for r in RATES), ("psnr_median", list(MEDIANS))]:
