@@ -344,3 +344,15 @@ def test_two_roots_pool_their_stages_of_the_same_name(tmp_path):
     assert len(summary) == synthetic.N_DEFENSE_JOBS + 3 and set(summary["stage"]) == {"defenses"}
     pooled = aggregate.over_targets(pd.read_csv(tmp_path / "out" / "targets.csv"))
     assert pooled.loc[pooled["attacker"] == "ig", "n_targets"].tolist() == [synthetic.TARGETS]
+
+
+def test_a_tie_on_one_verdict_goes_to_the_attacker_stronger_on_the_other():
+    base = {"stage": "prune", "setting": "defense=prune ratio=0.3", "family": "prune", "family_title": "Pruning",
+            "family_rank": 3, "strength": 0.3, "strength_label": "30%", "strength_rank": 0.3, "variance": np.nan}
+    bounds = {f"{r}_{b}": 0.0 for r in ("reid_rate", "success_rate", "psnr_median", "mse_median") for b in ("lo", "hi")}
+    measured = [("dlg", 0.0, 24.0), ("ig", 19.0, 25.0), ("dlg adaptive", 98.0, 60.0)]  # prune 30%, as measured
+    rows = [{**base, **bounds, "attacker": who, "reid_rate": 100.0, "success_rate": exact, "psnr_median": psnr,
+             "mse_median": 1e-3} for who, exact, psnr in measured]
+    best = paper.with_strongest(pd.DataFrame(rows)).iloc[-1]
+    assert best["attacker"] == "strongest"
+    assert best["reid_rate_attacker"] == "dlg adaptive" and best["success_rate_attacker"] == "dlg adaptive"

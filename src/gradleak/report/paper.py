@@ -82,8 +82,9 @@ def defense_table(summary: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
 
 def with_strongest(table: pd.DataFrame) -> pd.DataFrame:
     """Adds a `strongest` row per defense setting that more than one attacker attacked: each
-    verdict (rate and interval) and each median from the attacker that scored highest on it,
-    named in <rate>_attacker / psnr_attacker. The highest of several estimates leans high: an
+    verdict (rate and interval) and each median from the attacker that scored highest on it
+    (ties broken by the other verdict, then the median PSNR), named in <rate>_attacker /
+    psnr_attacker. The highest of several estimates leans high: an
     error against the defense, the side a defense verdict should err on."""
     if "attacker" not in table:
         return table
@@ -92,12 +93,14 @@ def with_strongest(table: pd.DataFrame) -> pd.DataFrame:
     for _, group in table.groupby(keys, dropna=False, sort=False):
         if group["attacker"].nunique() < 2:
             continue
-        group = group.iloc[group["attacker"].map(ATTACKER_ORDER).fillna(5).argsort(kind="stable")]  # ties: dlg first
+        group = group.iloc[group["attacker"].map(ATTACKER_ORDER).fillna(5).argsort(kind="stable")]
         best = group.iloc[0].copy()  # accuracy and counts: one training, the same targets
         best["attacker"] = STRONGEST
         for rate, columns in [*((r, [r]) for r in RATES), ("psnr_median", list(MEDIANS))]:
             if group[rate].notna().any():
-                top = group.loc[group[rate].idxmax()]
+                # ties: the other verdict, then the median PSNR, then the attacker listed first
+                rank = [rate, *(r for r in [*RATES, "psnr_median"] if r != rate)]
+                top = group.sort_values(rank, ascending=False, kind="stable", na_position="last").iloc[0]
                 for col in columns:
                     for suffix in ("", "_lo", "_hi"):
                         best[col + suffix] = top[col + suffix]
