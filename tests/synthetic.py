@@ -151,3 +151,21 @@ def write_second_attacker(root: Path, final_mse: float = 2e-3) -> int:
         config = base_config("mnist", seed, True) | defense | {"attack.name": "ig", "attack.adaptive": False}
         write_job(root / "defenses" / "ig" / _job_name(seed, ov), ov, config, final_mse, acc + (seed - 1) * 0.02)
     return len(seeds)
+
+
+def write_dpsgd_stage(root: Path) -> dict[float, float]:
+    """DP-SGD jobs at two noise multipliers, their train block with an epsilon as a job
+    writes it; returns {noise_multiplier: epsilon}."""
+    epsilons = {0.5: 9.9, 1.0: 1.2}
+    for n, (z, eps) in enumerate(epsilons.items()):
+        for seed in SEEDS:
+            ov = ["defense=dpsgd", "clip=1.0", f"noise_multiplier={z}", f"seed={seed}"]
+            config = base_config("mnist", seed, True) | {"defense.name": "dpsgd", "defense.clip": 1.0,
+                                                         "defense.noise_multiplier": z}
+            job = root / "dpsgd" / _job_name(3 * n + seed, ov)
+            write_job(job, ov, config, 5e-2 * z, 0.9 - 0.1 * z + (seed - 1) * 0.02)
+            metrics = json.loads((job / "metrics.json").read_text())
+            metrics["train"] |= {"epsilon": eps, "delta": 1e-5, "sample_rate": 0.0032, "steps": 3120,
+                                 "noise_multiplier": z, "accountant": "rdp"}
+            (job / "metrics.json").write_text(json.dumps(metrics))
+    return epsilons

@@ -356,3 +356,21 @@ def test_a_tie_on_one_verdict_goes_to_the_attacker_stronger_on_the_other():
     best = paper.with_strongest(pd.DataFrame(rows)).iloc[-1]
     assert best["attacker"] == "strongest"
     assert best["reid_rate_attacker"] == "dlg adaptive" and best["success_rate_attacker"] == "dlg adaptive"
+
+
+def test_dpsgd_settings_carry_their_epsilon_into_the_table_and_figures(tmp_path):
+    root = tmp_path / "sweeps"
+    synthetic.write_defenses_stage(root)
+    epsilons = synthetic.write_dpsgd_stage(root)
+    results.write_tables(results.collect(root, tmp_path), tmp_path)
+    t = results.read_tables(tmp_path)
+    table = paper.defense_table(t["summary"], t["targets"])
+    dp = table[table["family"] == "dpsgd"].set_index("strength")
+    assert {float(z): e for z, e in dp["epsilon"].items()} == epsilons
+    assert table.loc[table["family"] != "dpsgd", "epsilon"].isna().all()
+    assert dp.loc["1.0", "test_acc"] == pytest.approx(80.0)  # 0.9 - 0.1 z, in percent, mean over seeds
+    md = paper.markdown_table(table)
+    assert "ε (DP-SGD)" in md and "| 9.9 |" in md and "| 1.2 |" in md
+    written = {p.name for p in figures.make_all(tmp_path, tmp_path / "figs")}
+    assert {"fig_dpsgd.png", "fig_gallery_dpsgd.png"} <= written
+    _assert_real_png(tmp_path / "figs" / "fig_dpsgd.png")

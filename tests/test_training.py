@@ -46,7 +46,7 @@ def lenet(seed=0, size=8):
 def train_cfg(**over):
     base = dict(name="test", model=None, workers=4, batch_size=64, epochs=2, optimizer="sgd", lr=0.5,
                 momentum=0.0, weight_decay=0.0, max_train_images=None, max_test_images=None,
-                vectorize="auto", cache_dir="unset")
+                vectorize="auto", cache_dir="unset", delta=1e-5, accountant="rdp")
     return OmegaConf.create({**base, **over})
 
 
@@ -267,7 +267,7 @@ def test_training_key_covers_what_determines_the_result(tmp_path):
     cfg = job_cfg(tmp_path, {"name": "none"})
     key = training_key(cfg)
     same = copy.deepcopy(cfg)
-    same.train.update(name="renamed", cache_dir="/elsewhere", vectorize=False)
+    same.train.update(name="renamed", cache_dir="/elsewhere", vectorize=False, delta=1e-6, accountant="prv")
     OmegaConf.update(same, "attack", {"name": "ig"}, force_add=True)  # training never sees it
     assert training_key(same) == key
     assert training_key(cfg, {"name": "none"}) == key
@@ -287,6 +287,8 @@ def test_training_key_covers_what_determines_the_result(tmp_path):
     ("optimizer", "lbfgs", "train.optimizer=lbfgs: allowed: sgd, adam"),
     ("workers", 0, "train.workers=0: must be a positive integer"),
     ("vectorize", "yes", "train.vectorize=yes: allowed: auto, true, false"),
+    ("accountant", "gdp", "train.accountant=gdp: allowed: rdp, prv"),
+    ("delta", 1.0, "train.delta=1.0: must be in (0, 1)"),
 ])
 def test_bad_train_profiles_fail_with_one_line(tmp_path, key, value, message):
     cfg = job_cfg(tmp_path, {"name": "none"})

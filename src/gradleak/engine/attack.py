@@ -23,9 +23,10 @@ from gradleak.engine.labels import idlg_labels
 from gradleak.engine.optimizers import BATCHED_OPTIMIZERS, DIVERGED
 from gradleak.engine.problems import DummyLayout, ProblemObjective
 from gradleak.engine.quality import image_metrics, match_images
+from gradleak.engine.schema import check_adaptive_per_sample
 from gradleak.engine.stopping import StopRules, count_reasons
 from gradleak.victim.defenses import AdaptiveForm
-from gradleak.victim.gradients import last_linear_weight, shared_gradients
+from gradleak.victim.gradients import last_linear_weight, per_sample_gradients, shared_gradients
 
 # --- the Lightning module ----------------------------------------------------------------------
 
@@ -157,7 +158,9 @@ class Attack:
         self.truth, self.truth_labels = images.to(device), labels.to(device)
         t, b = labels.shape
         num_classes = last_linear_weight(self.model).shape[0]
-        clean = shared_gradients(self.model, self.truth, self.truth_labels)
+        # A per-sample defense (DP-SGD) clips each image's gradient: it gets [T, B, *param].
+        gradients = per_sample_gradients if getattr(defense, "per_sample", False) else shared_gradients
+        clean = gradients(self.model, self.truth, self.truth_labels)
         noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
         self.targets = defense(clean, generator=noise_gen, batch_dims=1)
         self.adaptive = adaptive_form(cfg, defense)
@@ -260,6 +263,7 @@ def adaptive_form(cfg, defense) -> AdaptiveForm:
     form = getattr(defense, "adaptive", None)
     if form is None:
         raise ConfigError(f"attack.adaptive=true: defense={getattr(defense, 'name', '?')} has no adaptive form")
+    check_adaptive_per_sample(cfg, getattr(defense, "per_sample", False))
     return form
 
 

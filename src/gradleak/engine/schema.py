@@ -56,6 +56,13 @@ class AttackSchema:
         in_range("attack.tv", self.tv, low=0)
 
 
+def check_adaptive_per_sample(attack, per_sample: bool) -> None:
+    """A per-sample defense (DP-SGD) is attacked adaptively on one image per gradient only:
+    the objective has the dummy batch's gradient, not its per-sample gradients."""
+    if per_sample and attack.adaptive and attack.batch_size != 1:
+        fail("attack.batch_size", attack.batch_size, "1 with attack.adaptive=true under a per-sample defense")
+
+
 def attacker_name(attack) -> str:
     """How tables and figures name the attacker: its name, `adaptive` when it attacks
     through the defense (dlg, ig, dlg adaptive)."""

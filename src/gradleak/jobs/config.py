@@ -12,7 +12,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gradleak.checks import ConfigError, choice, in_range
-from gradleak.engine.schema import AttackSchema
+from gradleak.engine.schema import AttackSchema, check_adaptive_per_sample
 from gradleak.victim.defenses import DEFENSES, knobs_of
 from gradleak.victim.defenses import KNOBS as DEFENSE_KNOBS
 
@@ -57,6 +57,7 @@ def validate(cfg: DictConfig) -> None:
     _check(AttackSchema, cfg.attack, "attack.")
     if cfg.attack.adaptive and DEFENSES[cfg.defense.name].adaptive(knobs_of(cfg.defense)) is None:
         raise ConfigError(f"attack.adaptive=true: defense={cfg.defense.name} has no adaptive form")
+    check_adaptive_per_sample(cfg.attack, DEFENSES[cfg.defense.name].per_sample)
     _check(DatasetSchema, cfg.dataset, "dataset.")
     if cfg.train.name != "none":
         from gradleak.victim.training import check_train_config  # Lightning: only when training

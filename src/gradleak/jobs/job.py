@@ -22,6 +22,7 @@ from gradleak.victim.data import load_split
 from gradleak.victim.defenses import defense_from_config, setting_of
 from gradleak.victim.models import build_model
 
+PRIVACY_METRICS = ("epsilon", "delta", "sample_rate", "steps", "noise_multiplier")
 RECONSTRUCTION_KEY = "reconstruction"  # the logged image series: truth over reconstruction, per step
 
 
@@ -149,6 +150,8 @@ def train_and_report(cfg, test, report: dict, out_dir: Path, mlrun):
     result = run_training(cfg, logger=mlrun.lightning_logger(), test=test)  # per-epoch train/* curves
     mlrun.log_metrics({"utility_drop": result["utility_drop"], "train/wall_s": result["wall_s"],
                        "train/baseline_test_acc": result["baseline_test_acc"]})
+    if "epsilon" in result:  # DP-SGD's guarantee (train.accountant is a param); None without noise
+        mlrun.log_metrics({f"train/{k}": result[k] for k in PRIVACY_METRICS})
     write_json(out_dir / "metrics.json", {**report, "train": result})
     return result
 

@@ -39,6 +39,11 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
         lines.append(f"training ({cfg.get('train.name')}): test accuracy {tr['test_acc']:.2%}"
                      f" (undefended {tr['baseline_test_acc']:.2%}, utility drop {tr['utility_drop']:+.2%})"
                      f" in {tr['wall_s']:.0f} s")
+        if "epsilon" in tr:
+            eps = "none (no noise)" if tr["epsilon"] is None else f"{tr['epsilon']:.3g}"
+            lines.append(f"privacy ({tr['accountant']}): epsilon {eps} at delta {tr['delta']:g}"
+                         f" (noise multiplier {tr['noise_multiplier']:g}, sample rate {tr['sample_rate']:.2g},"
+                         f" {tr['steps']} steps)")
     ml = report["mlflow"]
     lines += [
         f"metrics: {out_dir}/metrics.json",

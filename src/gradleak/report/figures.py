@@ -222,7 +222,8 @@ def _study_figures(summary, targets, results, table) -> dict:
     figs = {"fig_leak_rates.png": lambda: verdicts.leak_rates(table, None if chance is None else 1 / (chance + 1)),
             "fig_frontier.png": lambda: verdicts.frontier(table) if _trained(table)
             else note("no training results (test_acc); skipping the frontier"),
-            "fig_thresholds.png": lambda: verdicts.threshold_curves(verdicts.strongest_jobs(table, targets))}
+            "fig_thresholds.png": lambda: verdicts.threshold_curves(verdicts.strongest_jobs(table, targets)),
+            "fig_dpsgd.png": lambda: verdicts.privacy_curve(table)}
     strongest = verdicts.strongest_jobs(table, summary)
     for family in families(table, defended_only=True):
         figs[f"fig_gallery_{family}.png"] = (lambda f=family: gallery.gallery(strongest, targets, results, f))

@@ -72,6 +72,8 @@ def defense_table(summary: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
             verdicts[rate + suffix] = 100 * verdicts[rate + suffix]
     keys = [k for k in SETTING_KEYS if k in accuracy and k in verdicts]
     table = accuracy.drop(columns="n_seeds").merge(verdicts, on=keys, how="left")
+    if "epsilon" in jobs:  # DP-SGD's guarantee: one value per setting (same rate, steps, z)
+        table = table.merge(jobs.groupby(keys, dropna=False)["epsilon"].max().reset_index(), on=keys, how="left")
     table = with_strongest(table)
     refs = [paper_reference(f, s, v) for f, s, v in zip(table["family"], table["strength"], table["variance"])]
     table = pd.concat([table, pd.DataFrame(refs, index=table.index)], axis=1)
@@ -136,6 +138,7 @@ MARKDOWN_COLUMNS = {  # header: (column, format)
     "Re-identified (%)": ("reid_rate", ".0f"),
     "Exact reconstruction (%)": ("success_rate", ".0f"),
     "Median PSNR (dB)": ("psnr_median", ".1f"),
+    "ε (DP-SGD)": ("epsilon", ".3g"),
 }
 HEADER = ["Stage", "Defense", "Strength", "Attacker", "Seeds", "Targets per seed", *MARKDOWN_COLUMNS,
           "Paper acc. (%)", "Paper: defends?", "Source"]
@@ -172,11 +175,13 @@ NOTES = f"""Accuracy: mean ± half-width of the 95% t-interval over seeds (a bar
 Verdicts, over every attacked target of every seed (each seed draws its own test images),
 with 95% Wilson intervals: re-identified = the reconstruction's nearest neighbour (MSE) among
 the true image and its distractors is the true image; exact reconstruction = MSE below the
-attack's threshold. Median PSNR with a 95% bootstrap interval.
+attack's threshold. Median PSNR with a 95% bootstrap interval. ε: DP-SGD's epsilon at the
+training's delta (1e-5) from Opacus's RDP accountant, for the run's sample rate and steps.
 Attackers: dlg (DLG with L-BFGS, restarts, stop rules), ig (Inverting Gradients), dlg adaptive
 (DLG matching through the defense, attack=adaptive; not run undefended or under Gaussian noise,
-where it is DLG itself). strongest: each verdict from the attacker that scored highest on it
-(named in brackets); the highest of several estimates leans high, against the defense.
+where it is DLG itself; under DP-SGD it clips its dummy gradient). strongest: each verdict
+from the attacker that scored highest on it (named in brackets); the highest of several
+estimates leans high, against the defense.
 Paper: {SOURCE}. Its accuracies are for ResNet on CIFAR-100 (Table 2), not our victim:
 compare accuracy drops, not absolute values. Every paper entry comes from the paper's
 text as quoted to this project and was not checked against the paper itself, hence

@@ -1,7 +1,8 @@
 """Figures of the study's verdicts, from the defense table (report.paper.defense_table) and
 the per-target table: leak rate against defense strength (each attacker and the strongest),
-the privacy-utility frontier on re-identification and the threshold curves behind the
-exact-reconstruction verdict (both under the strongest attacker of each setting)."""
+the privacy-utility frontier on re-identification, the threshold curves behind the
+exact-reconstruction verdict (both under the strongest attacker of each setting) and DP-SGD's
+leak rates and accuracy against its epsilon."""
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -108,6 +109,8 @@ def frontier(table: pd.DataFrame):
             xerr = np.vstack([(one["test_acc"] - one["test_acc_lo"]).fillna(0),
                               (one["test_acc_hi"] - one["test_acc"]).fillna(0)])
             label = "undefended" if family == "none" else f"{r['family_title']}: {r['strength_label']}"
+            if pd.notna(r.get("epsilon", np.nan)):
+                label += f", ε={r['epsilon']:.3g}"
             ax.errorbar(one["test_acc"], one["reid_rate"], xerr=xerr, yerr=_asymmetric(one, "reid_rate"),
                         fmt=markers[i % len(markers)], color=color, ms=7, capsize=3, lw=1, label=label)
     ax.set(xlabel="test accuracy (%) of the model trained under the defense",
@@ -115,6 +118,42 @@ def frontier(table: pd.DataFrame):
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle("Privacy-utility frontier (accuracy: 95% t-interval over seeds; "
                  "re-identification: 95% Wilson interval over targets)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def privacy_curve(table: pd.DataFrame):
+    """DP-SGD against its epsilon (log axis): both verdicts under each attacker and the
+    strongest (95% Wilson bands), and the accuracy of the model trained under it (95%
+    t-interval over seeds) with the undefended accuracy as a reference line."""
+    if "epsilon" not in table:
+        return None
+    rows = table[(table["family"] == "dpsgd") & table["epsilon"].notna()].sort_values("epsilon")
+    if rows.empty:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for who in attackers(rows):
+        part = rows[rows["attacker"] == who]
+        color, style, width = ATTACKER_STYLE.get(who, ("gray", "-", 1.0))
+        for rate, marker in (("reid_rate", "o"), ("success_rate", "s")):
+            left.errorbar(part["epsilon"], part[rate], yerr=_asymmetric(part, rate), color=color, ls=style,
+                          lw=width, marker=marker, ms=5, capsize=3, label=f"{who}: {VERDICTS[rate]}")
+    left.set(xscale="log", xlabel="ε at δ = 1e-5 (Opacus RDP)", ylabel="targets (%)", ylim=(-3, 103),
+             title="leak rate (95% Wilson interval)")
+    left.legend(fontsize=7)
+    acc = strongest_rows(rows)
+    if "test_acc" in acc and acc["test_acc"].notna().any():
+        right.errorbar(acc["epsilon"], acc["test_acc"], yerr=np.vstack(
+            [(acc["test_acc"] - acc["test_acc_lo"]).fillna(0), (acc["test_acc_hi"] - acc["test_acc"]).fillna(0)]),
+            color="black", marker="o", capsize=3, label="DP-SGD")
+        base = table.loc[table["family"] == "none", "test_acc"].dropna()
+        if len(base):
+            right.axhline(base.iloc[0], color="gray", ls=":", label="undefended")
+        right.legend(fontsize=8)
+    right.set(xscale="log", xlabel="ε at δ = 1e-5 (Opacus RDP)", ylabel="test accuracy (%)",
+              title="accuracy (95% t-interval over seeds)")
+    labels = ", ".join(f"{r['strength_label']}: ε={r['epsilon']:.3g}" for _, r in acc.iterrows())
+    fig.suptitle(f"DP-SGD, smaller ε = more noise ({labels})", fontsize=10)
     fig.tight_layout()
     return fig
 

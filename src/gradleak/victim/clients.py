@@ -23,12 +23,15 @@ def split_among_workers(images: torch.Tensor, labels: torch.Tensor, workers: int
 
 
 def worker_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     vectorize: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
+                     vectorize: bool = True, per_sample: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Gradients of each worker's mean cross-entropy: ([W, *p.shape] per parameter, losses [W]).
 
     vectorize=True computes all workers in one torch.func.vmap pass; False loops over them
     (faster on CPUs, where vmap's grouped convolutions are slower: see scripts/bench_training.py).
+    per_sample=True returns each sample's gradient instead, [W, b, *p.shape] (DP-SGD clips them).
     """
+    if per_sample:
+        return per_sample_gradients(model, images, labels)
     workers = images.shape[0]
     buffers = {n: b.expand(workers, *b.shape).clone() for n, b in model.named_buffers()}
     if vectorize:
@@ -64,6 +67,22 @@ def _looped(model, buffers, images, labels):
     return [torch.stack(g) for g in zip(*grads)], torch.stack(losses)
 
 
+def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+    """([W, b, *p.shape] per parameter, mean losses [W]) in one vmap over the W x b samples."""
+    if any(True for _ in model.buffers()):
+        raise ValueError("per-sample gradients need a model without buffers: BatchNorm mixes the "
+                         "samples of a batch (use model=lenet with defense=dpsgd)")
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    workers, per_worker = labels.shape
+
+    def loss(p, x, y):
+        return F.cross_entropy(functional_call(model, p, (x[None],)), y[None])
+
+    grads, losses = vmap(grad_and_value(loss), in_dims=(None, 0, 0))(params, images.flatten(0, 1), labels.flatten())
+    return ([g.reshape(workers, per_worker, *g.shape[1:]) for g in grads.values()],
+            losses.reshape(workers, per_worker).mean(1).detach())
+
+
 def _keep_mean_statistics(model: nn.Module, worker_buffers: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, buf in model.named_buffers():
@@ -81,12 +100,12 @@ def server_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
                     vectorize: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The gradient the optimizer applies: the mean over workers of each worker's defended
     gradient. Returns (one tensor per parameter, mean worker loss)."""
-    grads, losses = worker_gradients(model, images, labels, vectorize)
+    grads, losses = worker_gradients(model, images, labels, vectorize, getattr(defense, "per_sample", False))
     device = images.device
     defended = []
     for w in range(images.shape[0]):
         # Each worker calls the defense exactly as the attacker's gradient is defended
-        # (one gradient, batch_dims=0), with its own seeded generator.
+        # (one gradient, batch_dims=0; per-sample ones [b, *p]), with its own seeded generator.
         generator = torch.Generator(device=device).manual_seed(worker_seed(seed, step, w))
         defended.append(defense([g[w] for g in grads], generator=generator, batch_dims=0))
     return [torch.stack(gs).mean(0) for gs in zip(*defended)], losses.mean()

@@ -24,5 +24,13 @@ def shared_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     return [grads[n] for n in params]
 
 
+def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    """Each image's own gradient: images [T, B, C, H, W], labels [T, B] -> [T, B, *param]
+    (their mean over B is the shared gradient)."""
+    t, b = labels.shape
+    grads = shared_gradients(model, images.reshape(t * b, 1, *images.shape[2:]), labels.reshape(t * b, 1))
+    return [g.reshape(t, b, *g.shape[1:]) for g in grads]
+
+
 def last_linear_weight(model: nn.Module) -> torch.Tensor:
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].weight

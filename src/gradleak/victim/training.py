@@ -23,8 +23,9 @@ from gradleak.victim.clients import server_gradient, split_among_workers
 from gradleak.victim.data import Split, load_split
 from gradleak.victim.defenses import defense_from_config
 from gradleak.victim.models import build_model
+from gradleak.victim.privacy import ACCOUNTANTS, privacy_spent
 
-CACHE_VERSION = 1  # bump when a change to training changes its results
+CACHE_VERSION = 2  # bump when a change to training changes its results
 EVAL_BATCH = 1000
 METRIC_NAMES = {"test_acc": "train/test_acc", "test_loss": "train/test_loss", "train_loss": "train/loss"}
 CURVE_KEYS = tuple(METRIC_NAMES)
@@ -124,17 +125,22 @@ def check_train_config(cfg) -> None:
                                   f"train.workers={t.workers} (each worker gets an equal shard)")
     if t.vectorize not in ("auto", True, False):
         raise TrainingConfigError(f"train.vectorize={t.vectorize}: allowed: auto, true, false")
+    if t.accountant not in ACCOUNTANTS:
+        raise TrainingConfigError(f"train.accountant={t.accountant}: allowed: {', '.join(ACCOUNTANTS)}")
+    if not 0 < t.delta < 1:
+        raise TrainingConfigError(f"train.delta={t.delta}: must be in (0, 1)")
 
 
 def training_key(cfg, defense: dict | None = None) -> str:
     """Hash of what determines a training run: data, architecture, profile, seed and the
     defense (`defense`, default undefended). Where files live (data_dir, cache_dir), the
-    profile's name and how workers are computed (vectorize) change no result, so they are
-    left out; so is the attack, which training never sees."""
+    profile's name, how workers are computed (vectorize) and how privacy is accounted
+    (delta, accountant) change no result, so they are left out; so is the attack, which
+    training never sees."""
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     dataset.pop("data_dir", None)
     train = OmegaConf.to_container(cfg.train, resolve=True)
-    for key in ("name", "cache_dir", "vectorize"):
+    for key in ("name", "cache_dir", "vectorize", "delta", "accountant"):
         train.pop(key, None)
     train["model"] = model_name(cfg)
     what = {"version": CACHE_VERSION, "dataset": dataset, "train": train, "seed": cfg.seed}
@@ -149,7 +155,8 @@ def run_training(cfg, logger=None, test: Split | None = None) -> dict:
     Returns {} for train=none. Otherwise test_acc, test_loss, train_loss (last epoch),
     baseline_test_acc, utility_drop = baseline_test_acc - test_acc, wall_s (training time
     of the returned result, when it was computed), epochs, curve (per-epoch lists),
-    cached (this run came from the cache) and cached_baseline. Per-epoch metrics go to
+    cached (this run came from the cache) and cached_baseline; train_images and steps;
+    under DP-SGD epsilon, delta, sample_rate, noise_multiplier, accountant. Per-epoch metrics go to
     `logger` (a Lightning logger) with the epoch as step, replayed from the cache when
     cached. `test`: the dataset's whole test split when the caller has it loaded already.
     """
@@ -168,6 +175,9 @@ def run_training(cfg, logger=None, test: Split | None = None) -> dict:
             cfg, *data(), defense_from_config(defense), logger))
     if cached:
         _replay_curve(logger, result["curve"])
+    if defense_from_config(defense).per_sample:  # DP-SGD: its guarantee, accounted now
+        result = {**result, **privacy_spent(defense["noise_multiplier"], cfg.train.batch_size / result["train_images"],
+                                            result["steps"], cfg.train.delta, cfg.train.accountant)}
     return {**result, "baseline_test_acc": baseline["test_acc"],
             "utility_drop": baseline["test_acc"] - result["test_acc"], "cached": cached,
             "cached_baseline": cached_baseline}
@@ -203,6 +213,9 @@ def fit(cfg, train: Split, test: Split, defense, logger=None) -> dict:
     channels, size, _ = train.shape
     model = build_model(model_name(cfg), in_channels=channels, image_size=size,
                         num_classes=train.num_classes)
+    if defense.per_sample and any(True for _ in model.buffers()):
+        raise TrainingConfigError(f"defense={defense.name}: clips per-sample gradients, which "
+                                  f"{model_name(cfg)}'s BatchNorm does not have (use model=lenet)")
     module = DefendedTraining(model, defense, t, cfg.seed, logger)
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_epochs=t.epochs,
                          logger=False, enable_checkpointing=False, enable_model_summary=False,
@@ -214,7 +227,8 @@ def fit(cfg, train: Split, test: Split, defense, logger=None) -> dict:
     wall = time.perf_counter() - start
     curve = module.curve
     return {"test_acc": curve["test_acc"][-1], "test_loss": curve["test_loss"][-1],
-            "train_loss": curve["train_loss"][-1], "wall_s": wall, "epochs": t.epochs, "curve": curve}
+            "train_loss": curve["train_loss"][-1], "wall_s": wall, "epochs": t.epochs,
+            "train_images": len(train), "steps": t.epochs * (len(train) // t.batch_size), "curve": curve}
 
 
 def _loaders(train: Split, test: Split, batch_size: int, seed: int):

@@ -5,10 +5,10 @@ as a `base.Defense`) added to REGISTERED, plus `conf/defense/<name>.yaml` with i
 """
 import torch
 
-from . import noise, none, precision, prune
+from . import dpsgd, noise, none, precision, prune
 from .base import AdaptiveForm, Defense, Grads, Setting
 
-REGISTERED: tuple[Defense, ...] = (none.DEFENSE, noise.DEFENSE, precision.DEFENSE, prune.DEFENSE)
+REGISTERED: tuple[Defense, ...] = (none.DEFENSE, noise.DEFENSE, precision.DEFENSE, prune.DEFENSE, dpsgd.DEFENSE)
 DEFENSES: dict[str, Defense] = {d.name: d for d in REGISTERED}
 FAMILY_ORDER: tuple[str, ...] = tuple(f for d in REGISTERED for f in d.families)
 # Top-level command-line knobs (defense=noise scale=1e-3): every defense's schema fields.
@@ -22,10 +22,12 @@ def knobs_of(defense_cfg) -> dict:
 
 class ConfiguredDefense:
     """grads -> defended grads for one setting; `adaptive` is how the setting is attacked
-    by an attacker who knows it (None: it has no adaptive form)."""
+    by an attacker who knows it (None: it has no adaptive form); `per_sample`: it takes
+    per-sample gradients (base.Defense)."""
 
     def __init__(self, defense: Defense, knobs: dict):
         self.name, self._fn, self._knobs = defense.name, defense.apply, knobs
+        self.per_sample = defense.per_sample
         self.adaptive: AdaptiveForm | None = defense.adaptive(knobs)
 
     def __call__(self, grads: Grads, generator=None, batch_dims: int = 0) -> list[torch.Tensor]:

@@ -2,7 +2,9 @@
 
 A defense transforms a list of gradient tensors into a new list. Leading `batch_dims`
 dimensions index independent gradients (attack problems, training clients): per-tensor
-rules such as pruning ratios and int8 scales apply to each of them separately. The same
+rules such as pruning ratios and int8 scales apply to each of them separately. A
+`per_sample` defense gets each gradient's per-sample gradients instead (one more dimension,
+after the batch dimensions) and returns one gradient per batch index. The same
 function defends the update the attacker sees and the update training applies.
 
 Each defense also says how an attacker who knows it attacks through it (`attack.adaptive`):
@@ -49,3 +51,6 @@ class Defense:
     setting: Callable[[dict], Setting]          # knobs -> how the setting is named
     families: tuple[str, ...]                   # its families, in display order
     adaptive: Callable[[dict], AdaptiveForm | None]  # knobs -> how it is attacked adaptively
+    # True: `apply` takes per-sample gradients, [*batch, n, *param] with the n samples at
+    # dimension batch_dims, and returns [*batch, *param] (DP-SGD's per-sample clipping)
+    per_sample: bool = False
