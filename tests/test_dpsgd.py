@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from gradleak.checks import ConfigError
 from gradleak.engine.attack import Attack, adaptive_form
 from gradleak.engine.problems import DummyLayout, ProblemObjective
-from gradleak.victim.clients import server_gradient, split_among_workers
+from gradleak.victim.clients import server_gradient, split_among_workers, worker_seed
 from gradleak.victim.data import load_split
 from gradleak.victim.defenses import defense_from_config
 from gradleak.victim.defenses.dpsgd import clip_per_sample, dpsgd
@@ -91,7 +91,6 @@ def test_training_applies_the_mean_over_workers_of_each_workers_dpsgd_gradient(d
     defense = defense_from_config({"name": "dpsgd", "clip": clip, "noise_multiplier": z})
     applied, _ = server_gradient(model, images, labels, defense, step=3, seed=7, vectorize=False)
     model.requires_grad_(True)
-    from gradleak.victim.clients import worker_seed
     expected = []
     for w in range(4):
         plain = per_sample_by_autograd(model, images[w], labels[w])

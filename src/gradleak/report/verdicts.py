@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 
 from gradleak.report.paper import ATTACKER_ORDER, STRONGEST, strongest_rows
-from gradleak.report.statistics import SETTING_KEYS
+from gradleak.report.statistics import SETTING_KEYS, errorbar
 
 VERDICTS = {"reid_rate": "re-identified", "success_rate": "exact reconstruction (MSE < threshold)"}
 ATTACKER_STYLE = {"dlg": ("tab:blue", "-", 1.3), "ig": ("tab:orange", "-", 1.3),
@@ -143,9 +143,8 @@ def privacy_curve(table: pd.DataFrame):
     left.legend(fontsize=7)
     acc = strongest_rows(rows)
     if "test_acc" in acc and acc["test_acc"].notna().any():
-        right.errorbar(acc["epsilon"], acc["test_acc"], yerr=np.vstack(
-            [(acc["test_acc"] - acc["test_acc_lo"]).fillna(0), (acc["test_acc_hi"] - acc["test_acc"]).fillna(0)]),
-            color="black", marker="o", capsize=3, label="DP-SGD")
+        right.errorbar(acc["epsilon"], acc["test_acc"], yerr=errorbar(acc, "test_acc"), color="black", marker="o",
+                       capsize=3, label="DP-SGD")
         base = table.loc[table["family"] == "none", "test_acc"].dropna()
         if len(base):
             right.axhline(base.iloc[0], color="gray", ls=":", label="undefended")
