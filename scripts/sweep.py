@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "results" / "sweeps"
 STUDY_DIR = ROOT / "conf" / "study"
 SURVEYS = ("datasets", "batch")  # sized by the profile's survey, attack only
+ROUNDS = "rounds"  # attacks the rounds of the profile's training (the profile's `rounds`)
 
 
 def load_study(profile: str):
@@ -47,6 +48,8 @@ def main() -> int:
         return 2
     train = [] if survey else list(study.train)
     sizes = [f"dataset={study.dataset}", *size.attack, *train, seeds]
+    if args.stage == ROUNDS:  # the training's rounds the profile names
+        sizes.append("attack.round=" + ",".join(map(str, study.rounds)))
     grids = study.stages[args.stage]
     if not isinstance(grids, DictConfig):  # one sweep, or named sweeps in out/<name>
         return multirun([*grids, *sizes], data_dir, out)

@@ -169,3 +169,40 @@ def write_dpsgd_stage(root: Path) -> dict[float, float]:
                                  "noise_multiplier": z, "accountant": "rdp"}
             (job / "metrics.json").write_text(json.dumps(metrics))
     return epsilons
+
+
+ROUNDS = (0, 312, 3119)  # train=smoke on MNIST: 312 steps per epoch, 3120 steps
+
+
+def rounds_reidentified(round_: int, target: int) -> int:
+    """Images (of 16) of a target re-identified at a round: fewer as training goes on."""
+    return {0: 16, 312: 8, 3119: 2}[round_] - (target % 2)
+
+
+def write_rounds_stage(root: Path) -> None:
+    """The rounds stage as jobs write it: 4 client updates of 16 train images per job, the
+    attack block with its round, at rounds 0, 312 and 3119 of one run per seed; undefended
+    (dlg) and prune 30% (dlg adaptive). Target 0 is exact at round 0 only."""
+    settings = [("none", [], {"defense.name": "none"}, "dlg"),
+                ("prune", ["defense=prune", "ratio=0.3"], {"defense.name": "prune", "defense.ratio": 0.3},
+                 "dlg adaptive")]
+    n = 0
+    for name, overrides, defense, attacker in settings:
+        for seed in SEEDS:
+            for r in ROUNDS:
+                ov = [f"attack={'adaptive' if 'adaptive' in attacker else 'dlg'}", *overrides, f"attack.round={r}",
+                      f"seed={seed}"]
+                config = base_config("mnist", seed, True) | defense | {
+                    "attack.batch_size": 16, "attack.num_targets": 4, "attack.round": r}
+                job = root / "rounds" / name / _job_name(n, ov)
+                write_job(job, ov, config, 1e-2, 0.95 + (seed - 1) * 0.02)
+                n += 1
+                m = json.loads((job / "metrics.json").read_text())
+                m["attacker"] = attacker
+                m["attack"] |= {"round": r, "local_steps": 1, "split": "train"}
+                m["train"] |= {"steps": 3120, "epochs": 10}
+                for t in m["targets"]:
+                    t["index"] = list(range(16 * t["target"], 16 * t["target"] + 16))
+                    t["reidentified"] = rounds_reidentified(r, t["target"]) / 16
+                    t["success"] = r == 0 and t["target"] == 0
+                (job / "metrics.json").write_text(json.dumps(m))

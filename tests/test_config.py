@@ -85,6 +85,8 @@ def study_sweeps(profile: str):
         size = study.survey if stage == "batch" else study
         sizes = [*size.attack, *([] if stage == "batch" else study.train), "dataset=digits",
                  "seed=" + ",".join(map(str, size.seeds))]
+        if stage == "rounds":
+            sizes.append("attack.round=" + ",".join(map(str, study.rounds)))
         for grid in grids.values() if isinstance(grids, DictConfig) else [grids]:
             yield stage, ["-m", *grid, *sizes]
 
@@ -95,11 +97,12 @@ def test_every_study_job_is_valid_and_every_defense_meets_three_attackers():
         jobs[stage] = jobs.get(stage, 0) + preflight(argv, CONF)
         attackers.setdefault(stage, set()).update(*(o[len("attack="):].split(",") for o in argv
                                                     if o.startswith("attack=")))
-    per_seed = {"undefended": 2, "noise": 4 * 2 + 4 * 3, "prune": 6 * 3, "precision": 3 * 3, "dpsgd": 3 * 3}
+    per_seed = {"undefended": 2, "noise": 4 * 2 + 4 * 3, "prune": 6 * 3, "precision": 3 * 3, "dpsgd": 3 * 3,
+                "rounds": 5 * 3}
     assert jobs == {**{k: 3 * v for k, v in per_seed.items()}, "batch": 4}
     assert attackers == {"undefended": {"dlg", "ig"}, "noise": {"dlg", "ig", "adaptive"},
                          "prune": {"dlg", "ig", "adaptive"}, "precision": {"dlg", "ig", "adaptive"},
-                         "dpsgd": {"dlg", "ig", "adaptive"}, "batch": set()}
+                         "dpsgd": {"dlg", "ig", "adaptive"}, "batch": set(), "rounds": {"dlg", "adaptive"}}
 
 
 def test_exact_sweep_syntax_expands_to_three_jobs():

@@ -147,7 +147,8 @@ def test_training_reports_opacus_epsilon_for_its_sample_rate_and_steps(tmp_path)
         "defense": {"name": "dpsgd", "clip": 1.0, "noise_multiplier": 1.0},
         "train": dict(name="test", model=None, workers=4, batch_size=32, epochs=2, optimizer="adam", lr=1e-2,
                       momentum=0.0, weight_decay=0.0, max_train_images=None, max_test_images=None,
-                      vectorize="auto", cache_dir=str(tmp_path), delta=1e-5, accountant="rdp")})
+                      vectorize="auto", cache_dir=str(tmp_path), delta=1e-5, accountant="rdp",
+                      local_steps=1, local_lr=0.1)})
     result = run_training(cfg)
     n = result["train_images"]
     assert n == 1437  # the digits' train split (80% of 1,797)

@@ -374,3 +374,31 @@ def test_dpsgd_settings_carry_their_epsilon_into_the_table_and_figures(tmp_path)
     written = {p.name for p in figures.make_all(tmp_path, tmp_path / "figs")}
     assert {"fig_dpsgd.png", "fig_gallery_dpsgd.png"} <= written
     _assert_real_png(tmp_path / "figs" / "fig_dpsgd.png")
+
+
+def test_rounds_stage_counts_images_per_round_and_stays_out_of_the_defense_table(tmp_path):
+    from gradleak.report import rounds
+
+    root = tmp_path / "sweeps"
+    synthetic.write_defenses_stage(root)
+    synthetic.write_rounds_stage(root)
+    results.write_tables(results.collect(root, tmp_path), tmp_path)
+    t = results.read_tables(tmp_path)
+    table = rounds.round_table(t["summary"], t["targets"]).set_index(["defense_setting", "round"])
+    assert len(table) == 2 * 3
+    for r in synthetic.ROUNDS:
+        row = table.loc[("(defaults)", r)]
+        images = sum(synthetic.rounds_reidentified(r, target) for target in range(4)) * 3  # 3 seeds
+        assert (row["n_images"], row["n_targets"], row["n_seeds"]) == (192, 12, 3)
+        assert row["reid_rate"] == pytest.approx(100 * images / 192)
+        assert row["success_rate"] == pytest.approx(100 * 3 / 12 if r == 0 else 0.0)
+        assert row["reid_rate_lo"] < row["reid_rate"] <= row["reid_rate_hi"]
+    assert table.loc[("defense=prune ratio=0.3", 312), "epoch"] == pytest.approx(1.0)
+    assert table.loc[("(defaults)", 0), "test_acc"] == pytest.approx(95.0)  # mean over the seeds' runs
+    defenses = paper.defense_table(t["summary"], t["targets"])
+    assert "rounds" not in set(defenses["stage"])
+    written = {p.name for p in figures.make_all(tmp_path, tmp_path / "figs")}
+    assert {"fig_rounds.png", "table_rounds.md"} <= written
+    _assert_real_png(tmp_path / "figs" / "fig_rounds.png")
+    md = (tmp_path / "figs" / "table_rounds.md").read_text()
+    assert "| undefended | dlg | 312 | 1.00 | 47% [40–54] of 192 |" in md

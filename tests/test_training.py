@@ -46,7 +46,8 @@ def lenet(seed=0, size=8):
 def train_cfg(**over):
     base = dict(name="test", model=None, workers=4, batch_size=64, epochs=2, optimizer="sgd", lr=0.5,
                 momentum=0.0, weight_decay=0.0, max_train_images=None, max_test_images=None,
-                vectorize="auto", cache_dir="unset", delta=1e-5, accountant="rdp")
+                vectorize="auto", cache_dir="unset", delta=1e-5, accountant="rdp", local_steps=1,
+                local_lr=0.1)
     return OmegaConf.create({**base, **over})
 
 
@@ -267,11 +268,12 @@ def test_training_key_covers_what_determines_the_result(tmp_path):
     cfg = job_cfg(tmp_path, {"name": "none"})
     key = training_key(cfg)
     same = copy.deepcopy(cfg)
-    same.train.update(name="renamed", cache_dir="/elsewhere", vectorize=False, delta=1e-6, accountant="prv")
+    same.train.update(name="renamed", cache_dir="/elsewhere", vectorize=False, delta=1e-6, accountant="prv",
+                      local_lr=0.5)  # FedSGD takes no local step: its lr is unused
     OmegaConf.update(same, "attack", {"name": "ig"}, force_add=True)  # training never sees it
     assert training_key(same) == key
     assert training_key(cfg, {"name": "none"}) == key
-    for path, value in [("seed", 1), ("train.lr", 1e-3), ("train.workers", 8),
+    for path, value in [("seed", 1), ("train.lr", 1e-3), ("train.workers", 8), ("train.local_steps", 2),
                         ("model.name", "resnet20"), ("dataset.name", "mnist")]:
         other = copy.deepcopy(cfg)
         OmegaConf.update(other, path, value)
@@ -279,6 +281,11 @@ def test_training_key_covers_what_determines_the_result(tmp_path):
     noisy = {"name": "noise", "noise": "gaussian", "scale": 1e-1}
     assert training_key(cfg, noisy) != key
     assert training_key(cfg, noisy) != training_key(cfg, {**noisy, "scale": 1e-2})
+    fedavg = copy.deepcopy(cfg)
+    fedavg.train.local_steps = 2
+    faster = copy.deepcopy(fedavg)
+    faster.train.local_lr = 0.5
+    assert training_key(faster) != training_key(fedavg)
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -289,6 +296,7 @@ def test_training_key_covers_what_determines_the_result(tmp_path):
     ("vectorize", "yes", "train.vectorize=yes: allowed: auto, true, false"),
     ("accountant", "gdp", "train.accountant=gdp: allowed: rdp, prv"),
     ("delta", 1.0, "train.delta=1.0: must be in (0, 1)"),
+    ("local_steps", 0, "train.local_steps=0: must be a positive integer"),
 ])
 def test_bad_train_profiles_fail_with_one_line(tmp_path, key, value, message):
     cfg = job_cfg(tmp_path, {"name": "none"})

@@ -7,6 +7,10 @@ optimized against its target's defended gradient by a batched optimizer (optimiz
 all problems in one vectorized objective (problems.py, objective.py). Per target, the restart with the
 lowest gradient-match loss is kept: the attacker cannot know the MSE. With `adaptive`, the
 match is the defense's adaptive form (victim.defenses.AdaptiveForm): the attacker knows it.
+The target is either computed here from the private batches and the defense (the victim's
+update at its current weights), or given (`shared`): the defended updates a training run
+sent (victim.training.intercept_round). Against FedAvg the objective unrolls the clients'
+`local_steps` local SGD steps of lr `local_lr`, which the server knows.
 """
 import time
 import warnings
@@ -147,8 +151,10 @@ class Attack:
     """One attack on T targets with R restarts each, on `device`."""
 
     def __init__(self, cfg, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 defense, seed: int, device: torch.device):
-        """images [T, B, C, H, W] and labels [T, B]: the private data behind each gradient."""
+                 defense, seed: int, device: torch.device, shared: list[torch.Tensor] | None = None,
+                 local_steps: int = 1, local_lr: float = 0.0):
+        """images [T, B, C, H, W] and labels [T, B]: the private data behind each update;
+        shared: their defended updates ([T, *param] each), when intercepted in training."""
         self.cfg, self.device = cfg, device
         self.success_mse = cfg.success_mse
         self.restarts = cfg.restarts
@@ -158,11 +164,8 @@ class Attack:
         self.truth, self.truth_labels = images.to(device), labels.to(device)
         t, b = labels.shape
         num_classes = last_linear_weight(self.model).shape[0]
-        # A per-sample defense (DP-SGD) clips each image's gradient: it gets [T, B, *param].
-        gradients = per_sample_gradients if getattr(defense, "per_sample", False) else shared_gradients
-        clean = gradients(self.model, self.truth, self.truth_labels)
-        noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
-        self.targets = defense(clean, generator=noise_gen, batch_dims=1)
+        self.local_steps, self.local_lr = local_steps, local_lr
+        self.targets = [t.to(device) for t in shared] if shared is not None else self._defended_targets(defense, seed)
         self.adaptive = adaptive_form(cfg, defense)
         soft = cfg.labels == "soft" or (cfg.labels == "auto" and b > 1)  # auto: iDLG's rule for B = 1
         self.layout = DummyLayout(b, tuple(images.shape[2:]), num_classes, soft)
@@ -171,6 +174,15 @@ class Attack:
         self.optimizer = self._optimizer(seed)
         self.stop_rules = StopRules(cfg.stop, self.restarts, len(self.target_of), device) \
             if cfg.stop.enabled else None
+
+    def _defended_targets(self, defense, seed: int) -> list[torch.Tensor]:
+        # A per-sample defense (DP-SGD) clips each image's gradient: it gets [T, B, *param].
+        if getattr(defense, "per_sample", False):
+            clean = per_sample_gradients(self.model, self.truth, self.truth_labels)
+        else:
+            clean = shared_gradients(self.model, self.truth, self.truth_labels, self.local_steps, self.local_lr)
+        noise_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        return defense(clean, generator=noise_gen, batch_dims=1)
 
     def apply_stop_rules(self, step: int) -> None:
         if self.stop_rules is not None:
@@ -198,7 +210,8 @@ class Attack:
         per_problem = [t[self.target_of] for t in self.targets]
         objective = ProblemObjective(self.model, layout, per_problem, fixed, cfg.chunk_size, cfg.compile,
                                      match=self.adaptive.match or cfg.match, tv=cfg.tv,
-                                     transform=self.adaptive.transform)
+                                     transform=self.adaptive.transform, local_steps=self.local_steps,
+                                     local_lr=self.local_lr)
         opts = dict(lr=cfg.lr, max_iter=cfg.max_iter, divergence_factor=cfg.divergence_factor)
         if cfg.optimizer == "lbfgs":
             opts.update(history_size=cfg.history_size,
@@ -279,11 +292,12 @@ class AttackOutcome:
 
 
 def run_attack(cfg, model: nn.Module, images, labels, defense, seed: int,
-               accelerator: str = "auto", progress_bar: bool = True) -> AttackOutcome:
-    """Attack the defended gradients of (images [T, B, ...], labels [T, B])."""
+               accelerator: str = "auto", progress_bar: bool = True, **target) -> AttackOutcome:
+    """Attack the defended updates of (images [T, B, ...], labels [T, B]); `target`:
+    Attack's shared, local_steps and local_lr."""
     device = pick_device(accelerator)
     start = time.perf_counter()
-    attack = Attack(cfg, model, images, labels, defense, seed, device)
+    attack = Attack(cfg, model, images, labels, defense, seed, device, **target)
     snapshot_steps = set(np.linspace(0, cfg.steps, cfg.snapshots).round().astype(int).tolist()) \
         if cfg.snapshots else set()
     module = AttackModule(attack, cfg.steps, snapshot_steps)

@@ -7,6 +7,10 @@ its objective is
 
     D_k = match(G_k, T_k) + tv * TV(x_k)
 
+Against FedAvg (local_steps = E > 1), G_k is the update the client would send from x_k:
+E local SGD steps unrolled differentiably (victim.gradients.client_update), as in
+Inverting Gradients' attack on multi-step updates.
+
 match "l2" (DLG): sum over parameters of ||G - T||^2; "l1": sum of |G - T|; "cosine"
 (Inverting Gradients): 1 - <G, T> / (||G|| ||T||), dot products and norms summed over all
 parameters before dividing. TV is Inverting Gradients' anisotropic total variation
@@ -15,9 +19,9 @@ computes the per-problem parameter gradients and D_k's gradient for all K in one
 """
 import torch
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.func import grad_and_value, vmap
 
-from gradleak.victim.gradients import soft_cross_entropy
+from gradleak.victim.gradients import client_update, soft_cross_entropy
 
 MATCHES = ("l2", "l1", "cosine")
 
@@ -49,7 +53,8 @@ class GradientMatch:
     """
 
     def __init__(self, model: nn.Module, optimize_labels: bool = True, compile: bool = False,
-                 match: str = "l2", tv: float = 0.0, transform=None):
+                 match: str = "l2", tv: float = 0.0, transform=None, local_steps: int = 1,
+                 local_lr: float = 0.0):
         if match not in MATCHES:
             raise ValueError(f"match={match!r}: allowed {MATCHES}")
         self.model = model
@@ -57,19 +62,15 @@ class GradientMatch:
         self.params = {n: p.detach() for n, p in model.named_parameters()}
         self.optimize_labels = optimize_labels
         self.match, self.tv, self.transform = match, tv, transform
+        self.local_steps, self.local_lr = local_steps, local_lr
         argnums = (0, 1) if optimize_labels else 0
         self._eager = vmap(grad_and_value(self._match, argnums=argnums))
         # inductor fuses the per-problem elementwise work around the convolutions
         self._compiled = torch.compile(self._eager, dynamic=False) if compile else None
 
-    def _param_grads(self, images, soft_labels) -> dict[str, torch.Tensor]:
-        def loss_of(params):
-            return soft_cross_entropy(functional_call(self.model, params, (images,)), soft_labels)
-        return grad(loss_of)(self.params)
-
     def _match(self, images, label_logits, targets):
         soft = torch.softmax(label_logits, dim=-1) if self.optimize_labels else label_logits
-        grads = self._param_grads(images, soft)
+        grads = client_update(self.model, self.params, images, soft, self.local_steps, self.local_lr)
         dummy = [grads[n] for n in self.names]
         if self.transform is not None:
             dummy = self.transform(dummy, targets)

@@ -41,9 +41,11 @@ class ProblemObjective:
     """
 
     def __init__(self, model, layout: DummyLayout, targets, fixed_labels, chunk_size: int = 0,
-                 compile: bool = False, match: str = "l2", tv: float = 0.0, transform=None):
+                 compile: bool = False, match: str = "l2", tv: float = 0.0, transform=None,
+                 local_steps: int = 1, local_lr: float = 0.0):
         self.match = GradientMatch(model, optimize_labels=layout.with_labels, compile=compile,
-                                   match=match, tv=tv, transform=transform)
+                                   match=match, tv=tv, transform=transform, local_steps=local_steps,
+                                   local_lr=local_lr)
         self.layout, self.targets, self.fixed_labels = layout, targets, fixed_labels
         self.chunk_size = chunk_size or len(targets[0])
         self.compile = compile

@@ -37,6 +37,7 @@ class AttackSchema:
     tv: float = MISSING
     adaptive: bool = MISSING
     stop: StopSchema = MISSING
+    round: int | None = MISSING  # attack the training's clients at this step (None: the initial model)
 
     def __post_init__(self):
         for key in ("num_targets", "batch_size", "restarts", "max_iter", "history_size"):
@@ -54,6 +55,8 @@ class AttackSchema:
         in_range("attack.distractors", self.distractors, low=1)
         choice("attack.match", self.match, MATCHES)
         in_range("attack.tv", self.tv, low=0)
+        if self.round is not None:
+            in_range("attack.round", self.round, low=0)
 
 
 def check_adaptive_per_sample(attack, per_sample: bool) -> None:

@@ -57,12 +57,24 @@ def validate(cfg: DictConfig) -> None:
     _check(AttackSchema, cfg.attack, "attack.")
     if cfg.attack.adaptive and DEFENSES[cfg.defense.name].adaptive(knobs_of(cfg.defense)) is None:
         raise ConfigError(f"attack.adaptive=true: defense={cfg.defense.name} has no adaptive form")
-    check_adaptive_per_sample(cfg.attack, DEFENSES[cfg.defense.name].per_sample)
     _check(DatasetSchema, cfg.dataset, "dataset.")
     if cfg.train.name != "none":
         from gradleak.victim.training import check_train_config  # Lightning: only when training
 
         check_train_config(cfg)
+    if cfg.attack.round is not None and cfg.train.name == "none":
+        raise ConfigError(f"attack.round={cfg.attack.round}: attacks a training run's round; "
+                          "set train=smoke (or another train profile)")
+    check_adaptive_per_sample(attacked_batch(cfg), DEFENSES[cfg.defense.name].per_sample)
+
+
+def attacked_batch(cfg: DictConfig) -> DictConfig:
+    """The attack node as the job runs it: attacking a round, its targets are the round's
+    client updates, so num_targets = train.workers and batch_size = the local batch."""
+    attack = cfg.attack.copy()
+    if cfg.attack.round is not None:
+        attack.num_targets, attack.batch_size = cfg.train.workers, cfg.train.batch_size // cfg.train.workers
+    return attack
 
 
 def _check(schema, node, prefix: str) -> None:

@@ -1,5 +1,9 @@
 """One job, as the study's protocol: data -> victim -> shared gradient -> defense -> attack
--> quality -> (defended training) -> record (metrics.json, images, one MLflow run)."""
+-> quality -> (defended training) -> record (metrics.json, images, one MLflow run).
+
+The attacked update is the victim's at its initial weights on drawn test images, or, with
+`attack.round=R`, what the job's own training run's clients sent at step R (their weights,
+train batches, local steps and defense: victim.training.intercept_round)."""
 import logging
 import warnings
 from pathlib import Path
@@ -13,9 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from gradleak.engine.attack import run_attack
 from gradleak.engine.quality import summarize_targets, threshold_curves
 from gradleak.engine.reidentification import draw_distractors, reid_ranks
+from gradleak.checks import ConfigError
 from gradleak.engine.schema import attacker_name
 from gradleak.jobs import tracking
-from gradleak.jobs.config import validate
+from gradleak.jobs.config import attacked_batch, validate
 from gradleak.jobs.outputs import save_grid, save_snapshots, snapshot_images, write_json
 from gradleak.jobs.terminal import format_summary
 from gradleak.victim.data import load_split
@@ -29,6 +34,7 @@ RECONSTRUCTION_KEY = "reconstruction"  # the logged image series: truth over rec
 def run(cfg: DictConfig) -> float:
     """Run one job; returns the median reconstruction MSE (what a Hydra sweeper optimizes)."""
     validate(cfg)
+    cfg.attack = attacked_batch(cfg)
     quiet_libraries()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -89,16 +95,22 @@ def draw_targets(n_split: int, cfg) -> torch.Tensor:
 def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
     """Attack the drawn test images; judge, write and log the results."""
     a = cfg.attack
-    index = draw_targets(len(test), cfg)
-    images, labels = test.images[index], test.labels[index]
-    victim = build_model(cfg.model.name, test.shape[0], test.shape[1], test.num_classes)
+    local = {"local_steps": cfg.train.get("local_steps", 1), "local_lr": cfg.train.get("local_lr", 0.0)}
+    if a.round is None:
+        index = draw_targets(len(test), cfg)
+        images, labels, split, shared = test.images[index], test.labels[index], test, None
+        victim = build_model(cfg.model.name, test.shape[0], test.shape[1], test.num_classes)
+    else:
+        victim, images, labels, index, shared, split = intercepted(cfg, test)
     outcome = run_attack(a, victim, images, labels, defense_from_config(cfg.defense), cfg.seed,
-                         cfg.trainer.accelerator)
-    targets, chance = judge(outcome, index, test, cfg)
+                         cfg.trainer.accelerator, shared=shared, **local)
+    targets, chance = judge(outcome, index, split, cfg)
     p = outcome.progress
     report.update(
         device=outcome.device,
         attack={**summarize_targets(targets, chance), "wall_s": outcome.wall_s,
+                "round": a.round, "local_steps": local["local_steps"],
+                "split": "test" if a.round is None else "train",
                 **{f"stopped_{reason}": n for reason, n in outcome.stopped.items()}},
         targets=targets,
         thresholds=threshold_curves(targets),
@@ -108,7 +120,8 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
         grid="reconstruction.png",
     )
     save_snapshots(out_dir / "snapshots.npz", outcome.truth, p.snapshot_steps, p.snapshots)
-    mlrun.log_input(attacked_dataset(cfg.dataset, images, labels, index, cfg.seed), context="attack")
+    mlrun.log_input(attacked_dataset(cfg.dataset, images, labels, index, cfg.seed, report["attack"]["split"]),
+                    context="attack")
     for step, image in zip(p.snapshot_steps, snapshot_images(outcome.truth, p.snapshots)):
         mlrun.log_image(RECONSTRUCTION_KEY, image, step=step)  # one key: the UI's step slider
     mse = [float(((r - t) ** 2).mean()) for r, t in zip(outcome.reconstructions.flatten(0, 1),
@@ -118,7 +131,7 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
              f" | re-identified {a_report['reid_rate']:.0%}")
     grid = save_grid(out_dir / "reconstruction.png", outcome.truth, outcome.reconstructions, mse, title)
     write_json(out_dir / "metrics.json", report)  # written now: kept even if training fails
-    mlrun.log_metrics(report["attack"])
+    mlrun.log_metrics({k: v for k, v in report["attack"].items() if isinstance(v, int | float)})
     mlrun.log_series({f"curve/{k}": report["curve"][k]
                       for k in ("loss_median", "mse_median", "success_rate", "evals")}, steps=p.step)
     for path in (grid, out_dir / "snapshots.npz"):
@@ -128,12 +141,29 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
     return grid
 
 
-def judge(outcome, index: torch.Tensor, test, cfg) -> tuple[list[dict], float]:
+def intercepted(cfg, test):
+    """What the attacker of round cfg.attack.round holds: (the victim at the round's weights,
+    the clients' images [W, b, ...], labels [W, b], their rows in the train split, their
+    defended updates, the train split)."""
+    from gradleak.victim.training import intercept_round, load_train_test, model_name
+
+    got, _ = intercept_round(cfg, cfg.attack.round, test)
+    train = load_train_test(cfg, test)[0]
+    victim = build_model(model_name(cfg), train.shape[0], train.shape[1], train.num_classes)
+    if any(True for _ in victim.buffers()):
+        raise ConfigError(f"attack.round={cfg.attack.round}: the clients' BatchNorm statistics are "
+                          f"not part of the intercepted update (use model=lenet)")
+    victim.load_state_dict(got["params"])
+    return victim, got["images"], got["labels"], got["index"], got["updates"], train
+
+
+def judge(outcome, index: torch.Tensor, split, cfg) -> tuple[list[dict], float]:
     """Both verdicts per target: exact reconstruction (in the attack's results) and
-    re-identification among distractors of the same split. Returns (targets, chance)."""
-    m = min(cfg.attack.distractors, len(test) - 1)
-    pool = draw_distractors(len(test), m, cfg.seed + 1)
-    ranks = reid_ranks(outcome.reconstructions.flatten(0, 1), index.flatten(), test.images, pool, m)
+    re-identification among distractors of the split the images come from (`index`: their
+    rows in it). Returns (targets, chance)."""
+    m = min(cfg.attack.distractors, len(split) - 1)
+    pool = draw_distractors(len(split), m, cfg.seed + 1)
+    ranks = reid_ranks(outcome.reconstructions.flatten(0, 1), index.flatten(), split.images, pool, m)
     ranks = ranks.reshape(index.shape)
     targets = [{**t, "index": index[i].tolist(), "reid_rank": int(ranks[i].max()),
                 "reidentified": float((ranks[i] == 1).float().mean()), "distractors": m}
@@ -157,15 +187,15 @@ def train_and_report(cfg, test, report: dict, out_dir: Path, mlrun):
 
 
 def attacked_dataset(dataset: DictConfig, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
-                     seed: int):
-    """The attacked images as an MLflow dataset: named by the dataset and the seed that drew
-    them, its source lists their test indices, its digest is of the pixels and labels."""
+                     seed: int, split: str = "test"):
+    """The attacked images as an MLflow dataset: named by the dataset, split and seed, its
+    source lists their indices in the split, its digest is of the pixels and labels."""
     import mlflow.data
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
     indices = ",".join(map(str, index.flatten().tolist()))
     where = {k: str(v) for k in ("path", "test_fraction", "size", "channels") if (v := dataset.get(k)) is not None}
-    source = CodeDatasetSource({"dataset": dataset.name, "split": "test", "seed": str(seed), "indices": indices,
+    source = CodeDatasetSource({"dataset": dataset.name, "split": split, "seed": str(seed), "indices": indices,
                                 **where})
     return mlflow.data.from_numpy(images.flatten(0, 1).numpy(), source=source, targets=labels.flatten().numpy(),
-                                  name=f"{dataset.name} test, {index.numel()} drawn by seed {seed}")
+                                  name=f"{dataset.name} {split}, {index.numel()} drawn by seed {seed}")

@@ -12,6 +12,7 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
         f" | attacker {report.get('attacker', cfg['attack.name'])}"
         f" | {len(report['targets'])} targets x {cfg['attack.batch_size']} images"
         f" | {a['wall_s']:.1f} s on {report['device']}",
+        *_attacked(a),
         f"{'target':>6} {'image':>6} {'label':>7} {'pred':>7} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>6}"
         f" {'evals':>6}  {'exact':>5} {'re-id rank':>10}  stopped",
     ]
@@ -25,7 +26,7 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
         lines.append(f"{'...':>6} ({len(report['targets']) - MAX_ROWS} more in metrics.json)")
     lines += [
         _verdict(f"exact reconstruction (MSE < {cfg['attack.success_mse']:g})", a, "success_rate"),
-        _verdict(f"re-identified (rank 1 of 1 + {report['targets'][0]['distractors']} test images,"
+        _verdict(f"re-identified (rank 1 of 1 + {report['targets'][0]['distractors']} {a.get('split', 'test')} images,"
                  f" chance {a['reid_chance']:.1%})", a, "reid_rate"),
         f"MSE mean {a['mse_mean']:.2e} median {a['mse_median']:.2e} | PSNR median {a['psnr_median']:.1f} dB"
         f" | SSIM mean {a['ssim_mean']:.3f} | label acc {a['label_acc']:.0%}",
@@ -53,6 +54,14 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
         f"         {run_url(ml['tracking_uri'], ml['experiment_id'], ml['run_id'])}",
     ]
     return "\n".join(lines)
+
+
+def _attacked(a: dict) -> list[str]:
+    """Which update was attacked, when it is a training round's (attack.round)."""
+    if a.get("round") is None:
+        return []
+    return [f"attacked: round {a['round']} of the training, each target one client's defended update "
+            f"on its train batch ({a['local_steps']} local step{'s' * (a['local_steps'] > 1)})"]
 
 
 def _defense(report: dict) -> str:

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from gradleak.report import gallery, verdicts
+from gradleak.report import gallery, rounds, verdicts
 from gradleak.report.claims import markdown_claims
 from gradleak.report.collect import read_tables
-from gradleak.report.paper import SURVEY_STAGES, defense_table, markdown_table
+from gradleak.report.paper import APART_STAGES, defense_table, markdown_table
 from gradleak.report.statistics import curve_over_seeds
 
 plt.switch_backend("agg")  # files only, also where a display is set
@@ -127,9 +127,9 @@ def mse_per_dataset(summary, targets, stage="datasets"):
 
 
 def _defense_stages(summary: pd.DataFrame) -> list[str]:
-    """The defense study: every stage but the datasets and batch sweeps (dvc.yaml runs one
-    stage per family, and the undefended reference in a stage of its own)."""
-    return sorted(set(summary["stage"]) - set(SURVEY_STAGES))
+    """The defense study: every stage but the datasets, batch and rounds sweeps (dvc.yaml
+    runs one stage per family, and the undefended reference in a stage of its own)."""
+    return sorted(set(summary["stage"]) - set(APART_STAGES))
 
 
 def _defense_curves(summary, curves, stages):
@@ -254,4 +254,18 @@ def make_all(results: Path, out: Path, datasets_stage="datasets", defense_stage=
             fig.savefig(out / name, dpi=150, bbox_inches="tight")
             plt.close(fig)
             written.append(out / name)
-    return written + write_defense_table(table, out)
+    return written + write_defense_table(table, out) + write_rounds(summary, targets, out)
+
+
+def write_rounds(summary: pd.DataFrame, targets: pd.DataFrame, out: Path) -> list[Path]:
+    """fig_rounds.png and table_rounds.md: leakage against the attacked training round."""
+    table = rounds.round_table(summary, targets)
+    if table.empty:
+        note("no rounds stage; skipping the leakage-against-round figure")
+        return []
+    fig = rounds.rounds_figure(table)
+    fig.savefig(Path(out) / "fig_rounds.png", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    md = Path(out) / "table_rounds.md"
+    md.write_text("# Leakage along one training run (the rounds stage)\n\n" + rounds.markdown_rounds(table))
+    return [Path(out) / "fig_rounds.png", md]

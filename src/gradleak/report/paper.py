@@ -14,6 +14,9 @@ from gradleak.report.statistics import DEFENSE_KEYS, MEDIANS, RATES, SETTING_KEY
 
 SOURCE = "Zhu et al., NeurIPS 2019"
 SURVEY_STAGES = ("datasets", "batch")  # conf/study: surveys of datasets and batch sizes, not verdicts
+# Stages judged in figures of their own, outside the defense table: the surveys, and the
+# rounds stage (its settings recur at several rounds: report/rounds.py).
+APART_STAGES = (*SURVEY_STAGES, "rounds")
 NOISE_DEFENDS_VARIANCE = 1e-2  # Sec. 5: variance >= 1e-2 prevents leakage, costs accuracy
 PRUNE_DEFENDS_RATIO = 0.2      # Sec. 5: images unrecognizable when the ratio is above 20 %
 TABLE_METRICS = ["test_acc", "utility_drop", "baseline_test_acc"]  # per job, over seeds
@@ -54,11 +57,11 @@ def defense_table(summary: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
     of all seeds (Wilson intervals), median MSE and PSNR (bootstrap intervals), in percent
     where rates, and the paper's reference beside them. Settings attacked by several
     attackers get a `strongest` row as well (with_strongest)."""
-    defended = set(summary.loc[summary["family"] != "none", "stage"])
+    defended = set(summary.loc[summary["family"] != "none", "stage"]) - set(APART_STAGES)
     if not defended:
         return pd.DataFrame()
     # The study's undefended reference is a stage of its own; the survey stages are not.
-    reference = set(summary["stage"]) - defended - set(SURVEY_STAGES)
+    reference = set(summary["stage"]) - defended - set(APART_STAGES)
     jobs = summary[summary["stage"].isin(defended | reference)].copy()
     for col in ("test_acc", "utility_drop", "baseline_test_acc"):
         if col in jobs:

@@ -1,5 +1,10 @@
-"""Simulated data-parallel clients (workers): each computes the gradient of its own shard, defends
+"""Simulated federated clients (workers): each computes the update of its own shard, defends
 it with the same code the attacker's gradient goes through, and the server averages.
+
+FedSGD (local_steps = 1) shares the gradient of the shard. FedAvg (local_steps = E) runs E
+local SGD steps of lr `local_lr` on the shard from the server's weights and shares
+(theta_0 - theta_E) / (local_lr * E), the mean local gradient, so E = 1 is FedSGD and the
+server's optimizer and every defense see an update of a gradient's scale.
 
 Shapes: a global batch is split as images [W, b, C, H, W] and labels [W, b]; per-worker
 gradients are one tensor [W, *param.shape] per parameter. BatchNorm statistics are per
@@ -95,17 +100,53 @@ def worker_seed(seed: int, step: int, worker: int) -> int:
     return int(np.random.SeedSequence([seed, step, worker]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def server_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                    defense: Callable, *, step: int, seed: int,
-                    vectorize: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The gradient the optimizer applies: the mean over workers of each worker's defended
-    gradient. Returns (one tensor per parameter, mean worker loss)."""
-    grads, losses = worker_gradients(model, images, labels, vectorize, getattr(defense, "per_sample", False))
-    device = images.device
+def local_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, local_steps: int,
+                  local_lr: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """FedAvg's shared updates, (theta_0 - theta_E) / (local_lr * E) per worker after E local
+    SGD steps on its shard: ([W, *p.shape] per parameter, each worker's first-step loss [W])."""
+    start = dict(model.named_parameters())
+    buffers = {n: b.expand(images.shape[0], *b.shape).clone() for n, b in model.named_buffers()}
+    updates, losses = [], []
+    for w in range(images.shape[0]):
+        worker_buffers = {n: b[w] for n, b in buffers.items()}
+        params = {n: p.detach() for n, p in start.items()}
+        for step in range(local_steps):
+            params = {n: p.requires_grad_() for n, p in params.items()}
+            loss = _loss(model, params, worker_buffers, images[w], labels[w])
+            grads = torch.autograd.grad(loss, list(params.values()))
+            params = {n: (p - local_lr * g).detach() for (n, p), g in zip(params.items(), grads)}
+            if step == 0:
+                losses.append(loss.detach())
+        updates.append([(start[n].detach() - params[n]) / (local_lr * local_steps) for n in start])
+    _keep_mean_statistics(model, buffers)
+    return [torch.stack(u) for u in zip(*updates)], torch.stack(losses)
+
+
+def client_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, defense: Callable, *,
+                   step: int, seed: int, vectorize: bool = True, local_steps: int = 1,
+                   local_lr: float = 0.0) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+    """What each worker shares at training step `step`: its defended update (a list of
+    tensors per worker: W lists) and the workers' losses [W]."""
+    if local_steps == 1:
+        grads, losses = worker_gradients(model, images, labels, vectorize, getattr(defense, "per_sample", False))
+    else:
+        grads, losses = local_updates(model, images, labels, local_steps, local_lr)
     defended = []
     for w in range(images.shape[0]):
         # Each worker calls the defense exactly as the attacker's gradient is defended
         # (one gradient, batch_dims=0; per-sample ones [b, *p]), with its own seeded generator.
-        generator = torch.Generator(device=device).manual_seed(worker_seed(seed, step, w))
+        generator = torch.Generator(device=images.device).manual_seed(worker_seed(seed, step, w))
         defended.append(defense([g[w] for g in grads], generator=generator, batch_dims=0))
-    return [torch.stack(gs).mean(0) for gs in zip(*defended)], losses.mean()
+    return defended, losses
+
+
+def server_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    defense: Callable, **how) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The gradient the optimizer applies: the mean over workers of each worker's defended
+    update (client_updates, keywords alike). Returns (one tensor per parameter, mean worker loss)."""
+    defended, losses = client_updates(model, images, labels, defense, **how)
+    return server_mean(defended), losses.mean()
+
+
+def server_mean(defended: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    return [torch.stack(gs).mean(0) for gs in zip(*defended)]

@@ -1,5 +1,7 @@
 """The shared gradient: what a client sends, computed for many private batches at once,
-with the loss DLG's victim trains on."""
+with the loss DLG's victim trains on. Under FedAvg (local_steps = E > 1) a client sends
+(theta_0 - theta_E) / (local_lr * E) after E local SGD steps (victim/clients.py), which
+`client_update` computes differentiably, as the attacker's objective unrolls it."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,14 +13,31 @@ def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch
     return torch.mean(torch.sum(-soft_labels * F.log_softmax(logits, dim=-1), dim=-1))
 
 
-def shared_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-    """Each target's true gradient: images [T, B, C, H, W], labels [T, B] -> [T, *param]."""
+def client_update(model: nn.Module, params: dict, images: torch.Tensor, soft_labels: torch.Tensor,
+                  local_steps: int = 1, local_lr: float = 0.0) -> dict[str, torch.Tensor]:
+    """One client's update from weights `params` on its batch (torch.func: vmap- and
+    grad-able): the gradient, or after E > 1 local steps the mean local gradient."""
+    def loss_of(p):
+        return soft_cross_entropy(functional_call(model, p, (images,)), soft_labels)
+
+    if local_steps == 1:
+        return grad(loss_of)(params)
+    local = params
+    for _ in range(local_steps):
+        step = grad(loss_of)(local)
+        local = {n: local[n] - local_lr * step[n] for n in local}
+    return {n: (params[n] - local[n]) / (local_lr * local_steps) for n in params}
+
+
+def shared_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     local_steps: int = 1, local_lr: float = 0.0) -> list[torch.Tensor]:
+    """Each target's true update: images [T, B, C, H, W], labels [T, B] -> [T, *param]
+    (the gradient; FedAvg's update with local_steps > 1)."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     num_classes = last_linear_weight(model).shape[0]
 
     def one(x, y):
-        soft = F.one_hot(y, num_classes).to(x.dtype)
-        return grad(lambda p: soft_cross_entropy(functional_call(model, p, (x,)), soft))(params)
+        return client_update(model, params, x, F.one_hot(y, num_classes).to(x.dtype), local_steps, local_lr)
 
     grads = vmap(one)(images, labels)
     return [grads[n] for n in params]

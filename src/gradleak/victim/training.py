@@ -6,6 +6,10 @@ with simulated data-parallel clients whose gradients go through the job's defens
 dataset/model/train profile/seed. Every run is cached (cache.py) by what determines it, so
 the baseline is trained once per seed, and the jobs of a sweep that attack one defended
 training with several attackers train it once.
+
+`intercept_round(cfg, round)` replays the same run up to training step `round` and keeps
+what the attacker intercepts there: the server's weights, every client's batch and its
+defended update (cached as well).
 """
 import time
 import warnings
@@ -18,10 +22,10 @@ from omegaconf import OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from gradleak.checks import ConfigError
-from gradleak.victim.cache import cached_json, content_hash
-from gradleak.victim.clients import server_gradient, split_among_workers
+from gradleak.victim.cache import cached_json, cached_tensors, content_hash
+from gradleak.victim.clients import client_updates, server_mean, split_among_workers
 from gradleak.victim.data import Split, load_split
-from gradleak.victim.defenses import defense_from_config
+from gradleak.victim.defenses import DEFENSES, defense_from_config
 from gradleak.victim.models import build_model
 from gradleak.victim.privacy import ACCOUNTANTS, privacy_spent
 
@@ -45,12 +49,13 @@ TRAIN_OPTIMIZERS = {
 class DefendedTraining(pl.LightningModule):
     """Manual optimization: the server's averaged defended gradient is what the optimizer applies."""
 
-    def __init__(self, model, defense, train_cfg, seed: int, metrics_logger=None):
+    def __init__(self, model, defense, train_cfg, seed: int, metrics_logger=None, intercept: int | None = None):
         super().__init__()
         self.model, self.defense, self.tcfg, self.seed = model, defense, train_cfg, seed
         self.metrics_logger = metrics_logger  # not Lightning's: curves use epochs as steps
         self.automatic_optimization = False
         self.curve = {"epoch": [], **{k: [] for k in CURVE_KEYS}}
+        self.intercept, self.intercepted = intercept, None  # the step to keep, what it shared
 
     def configure_optimizers(self):
         opt = TRAIN_OPTIMIZERS[self.tcfg.optimizer](self.model.parameters(), self.tcfg)
@@ -65,10 +70,22 @@ class DefendedTraining(pl.LightningModule):
     def on_train_epoch_start(self):
         self._train_loss, self._train_batches = torch.zeros((), device=self.device), 0
 
+    def on_train_batch_start(self, batch, batch_idx):
+        if self.intercept is not None and self.global_step > self.intercept:
+            return -1  # intercepted: the rest of the run is not needed
+
     def training_step(self, batch, batch_idx):
-        images, labels = split_among_workers(*batch, self.tcfg.workers)
-        grads, loss = server_gradient(self.model, images, labels, self.defense, step=self.global_step,
-                                      seed=self.seed, vectorize=self.vectorize)
+        images, labels, index = batch  # index: the images' rows in the train split
+        images, labels = split_among_workers(images, labels, self.tcfg.workers)
+        defended, losses = client_updates(self.model, images, labels, self.defense, step=self.global_step,
+                                          seed=self.seed, vectorize=self.vectorize,
+                                          local_steps=self.tcfg.local_steps, local_lr=self.tcfg.local_lr)
+        if self.global_step == self.intercept:
+            self.intercepted = {"params": {n: p.detach().clone() for n, p in self.model.named_parameters()},
+                                "images": images.clone(), "labels": labels.clone(),
+                                "index": index.reshape(labels.shape).clone(),
+                                "updates": [torch.stack(u) for u in zip(*defended)]}
+        grads, loss = server_mean(defended), losses.mean()
         opt = self.optimizers()
         opt.zero_grad()
         for p, g in zip(self.model.parameters(), grads):
@@ -129,6 +146,13 @@ def check_train_config(cfg) -> None:
         raise TrainingConfigError(f"train.accountant={t.accountant}: allowed: {', '.join(ACCOUNTANTS)}")
     if not 0 < t.delta < 1:
         raise TrainingConfigError(f"train.delta={t.delta}: must be in (0, 1)")
+    if not isinstance(t.local_steps, int) or t.local_steps < 1:
+        raise TrainingConfigError(f"train.local_steps={t.local_steps}: must be a positive integer")
+    if t.local_steps > 1 and not t.local_lr > 0:
+        raise TrainingConfigError(f"train.local_lr={t.local_lr}: must be > 0 with train.local_steps > 1")
+    if t.local_steps > 1 and DEFENSES[cfg.defense.name].per_sample:
+        raise TrainingConfigError(f"train.local_steps={t.local_steps}: defense={cfg.defense.name} clips the "
+                                  "per-sample gradients of one step; use train.local_steps=1")
 
 
 def training_key(cfg, defense: dict | None = None) -> str:
@@ -142,6 +166,8 @@ def training_key(cfg, defense: dict | None = None) -> str:
     train = OmegaConf.to_container(cfg.train, resolve=True)
     for key in ("name", "cache_dir", "vectorize", "delta", "accountant"):
         train.pop(key, None)
+    if train.get("local_steps", 1) == 1:  # FedSGD: no local step is taken
+        train.pop("local_lr", None)
     train["model"] = model_name(cfg)
     what = {"version": CACHE_VERSION, "dataset": dataset, "train": train, "seed": cfg.seed}
     if defense is not None and defense.get("name") != "none":
@@ -175,7 +201,7 @@ def run_training(cfg, logger=None, test: Split | None = None) -> dict:
             cfg, *data(), defense_from_config(defense), logger))
     if cached:
         _replay_curve(logger, result["curve"])
-    if defense_from_config(defense).per_sample:  # DP-SGD: its guarantee, accounted now
+    if DEFENSES[defense["name"]].per_sample:  # DP-SGD: its guarantee, accounted now
         result = {**result, **privacy_spent(defense["noise_multiplier"], cfg.train.batch_size / result["train_images"],
                                             result["steps"], cfg.train.delta, cfg.train.accountant)}
     return {**result, "baseline_test_acc": baseline["test_acc"],
@@ -186,6 +212,28 @@ def run_training(cfg, logger=None, test: Split | None = None) -> dict:
 def _replay_curve(logger, curve: dict) -> None:
     for i, epoch in enumerate(curve["epoch"]):
         log_epoch(logger, epoch, {k: curve[k][i] for k in CURVE_KEYS})
+
+
+def intercept_round(cfg, round: int, test: Split | None = None) -> tuple[dict, bool]:
+    """(what the attacker intercepts at training step `round` of cfg's defended run, cached):
+    params (the server's weights before the step), images [W, b, C, H, W], labels [W, b]
+    and index [W, b] (each client's batch and its rows in load_train_test's train split),
+    updates ([W, *p] per parameter: each client's defended update, as the server got it).
+    The run is replayed with the same seed and stops after the step; its accuracy is
+    run_training's."""
+    check_train_config(cfg)
+    defense = OmegaConf.to_container(cfg.defense, resolve=True)
+    key = f"{training_key(cfg, defense)}-round{round}"
+
+    def replay():
+        train, test_split = load_train_test(cfg, test)
+        steps = cfg.train.epochs * (len(train) // cfg.train.batch_size)
+        if round >= steps:
+            raise TrainingConfigError(f"attack.round={round}: the run has {steps} training steps "
+                                      f"(rounds 0-{steps - 1})")
+        return fit(cfg, train, test_split, defense_from_config(defense), intercept=round)["intercepted"]
+
+    return cached_tensors(cfg.train.cache_dir, key, replay)
 
 
 def load_train_test(cfg, test: Split | None = None) -> tuple[Split, Split]:
@@ -203,8 +251,9 @@ def _subset(split: Split, limit, seed: int) -> Split:
     return Split(split.images[keep], split.labels[keep], split.num_classes)
 
 
-def fit(cfg, train: Split, test: Split, defense, logger=None) -> dict:
-    """One seeded training run under `defense`; the result dict without the baseline keys."""
+def fit(cfg, train: Split, test: Split, defense, logger=None, intercept: int | None = None) -> dict:
+    """One seeded training run under `defense`; the result dict without the baseline keys.
+    `intercept`: stop after that training step, with what it shared under "intercepted"."""
     t = cfg.train
     if len(train) < t.batch_size:
         raise TrainingConfigError(f"train.batch_size={t.batch_size}: the train split has only "
@@ -216,8 +265,10 @@ def fit(cfg, train: Split, test: Split, defense, logger=None) -> dict:
     if defense.per_sample and any(True for _ in model.buffers()):
         raise TrainingConfigError(f"defense={defense.name}: clips per-sample gradients, which "
                                   f"{model_name(cfg)}'s BatchNorm does not have (use model=lenet)")
-    module = DefendedTraining(model, defense, t, cfg.seed, logger)
-    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_epochs=t.epochs,
+    module = DefendedTraining(model, defense, t, cfg.seed, logger, intercept)
+    per_epoch = len(train) // t.batch_size
+    epochs = t.epochs if intercept is None else intercept // per_epoch + 1
+    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_epochs=epochs,
                          logger=False, enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=True, num_sanity_val_steps=0)
     start = time.perf_counter()
@@ -226,15 +277,18 @@ def fit(cfg, train: Split, test: Split, defense, logger=None) -> dict:
         trainer.fit(module, *_loaders(train, test, t.batch_size, cfg.seed))
     wall = time.perf_counter() - start
     curve = module.curve
+    if intercept is not None:
+        return {"intercepted": module.intercepted}
     return {"test_acc": curve["test_acc"][-1], "test_loss": curve["test_loss"][-1],
             "train_loss": curve["train_loss"][-1], "wall_s": wall, "epochs": t.epochs,
-            "train_images": len(train), "steps": t.epochs * (len(train) // t.batch_size), "curve": curve}
+            "train_images": len(train), "steps": t.epochs * per_epoch, "curve": curve}
 
 
 def _loaders(train: Split, test: Split, batch_size: int, seed: int):
     # Whole batches are indexed at once: per-image indexing and collation cost more than a step.
     order = RandomSampler(range(len(train)), generator=torch.Generator().manual_seed(seed))
     batches = BatchSampler(order, batch_size, drop_last=True)
-    train_loader = DataLoader(TensorDataset(train.images, train.labels), sampler=batches, batch_size=None)
+    rows = torch.arange(len(train))
+    train_loader = DataLoader(TensorDataset(train.images, train.labels, rows), sampler=batches, batch_size=None)
     test_loader = DataLoader(TensorDataset(test.images, test.labels), batch_size=EVAL_BATCH)
     return train_loader, test_loader
