@@ -14,10 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from gradleak.checks import ConfigError
 from gradleak.engine.attack import run_attack
 from gradleak.engine.quality import summarize_targets, threshold_curves
 from gradleak.engine.reidentification import draw_distractors, reid_ranks
-from gradleak.checks import ConfigError
 from gradleak.engine.schema import attacker_name
 from gradleak.jobs import tracking
 from gradleak.jobs.config import attacked_batch, validate
