@@ -60,9 +60,7 @@ def _adaptive(knobs: dict) -> AdaptiveForm:
     clip = float(knobs["clip"])
 
     def clip_dummy(dummy: Grads, defended: Grads) -> list[torch.Tensor]:
-        norm = sum((g * g).sum() for g in dummy).sqrt()
-        factor = (clip / (norm + NORM_EPS)).clamp(max=1.0)
-        return [g * factor for g in dummy]
+        return [g[0] for g in clip_per_sample([g[None] for g in dummy], clip, 0)]  # one sample
 
     return AdaptiveForm(transform=clip_dummy)
 
