@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "results" / "sweeps"
 STUDY_DIR = ROOT / "conf" / "study"
 SURVEYS = ("datasets", "batch")  # sized by the profile's survey, attack only
-ROUNDS = "rounds"  # attacks the rounds of the profile's training (the profile's `rounds`)
+ROUNDS = "rounds"  # attacks rounds of the profile's training (the profile's `rounds`)
 
 
 def load_study(profile: str):
@@ -48,8 +48,8 @@ def main() -> int:
         return 2
     train = [] if survey else list(study.train)
     sizes = [f"dataset={study.dataset}", *size.attack, *train, seeds]
-    if args.stage == ROUNDS:  # the training's rounds the profile names
-        sizes.append("attack.round=" + ",".join(map(str, study.rounds)))
+    if args.stage == ROUNDS:  # the training's rounds and clients the profile names
+        sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)), f"attack.num_targets={study.rounds.clients}"]
     grids = study.stages[args.stage]
     if not isinstance(grids, DictConfig):  # one sweep, or named sweeps in out/<name>
         return multirun([*grids, *sizes], data_dir, out)

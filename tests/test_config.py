@@ -86,7 +86,7 @@ def study_sweeps(profile: str):
         sizes = [*size.attack, *([] if stage == "batch" else study.train), "dataset=digits",
                  "seed=" + ",".join(map(str, size.seeds))]
         if stage == "rounds":
-            sizes.append("attack.round=" + ",".join(map(str, study.rounds)))
+            sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)), f"attack.num_targets={study.rounds.clients}"]
         for grid in grids.values() if isinstance(grids, DictConfig) else [grids]:
             yield stage, ["-m", *grid, *sizes]
 
@@ -98,7 +98,7 @@ def test_every_study_job_is_valid_and_every_defense_meets_three_attackers():
         attackers.setdefault(stage, set()).update(*(o[len("attack="):].split(",") for o in argv
                                                     if o.startswith("attack=")))
     per_seed = {"undefended": 2, "noise": 4 * 2 + 4 * 3, "prune": 6 * 3, "precision": 3 * 3, "dpsgd": 3 * 3,
-                "rounds": 5 * 3}
+                "rounds": 3 * 3}
     assert jobs == {**{k: 3 * v for k, v in per_seed.items()}, "batch": 4}
     assert attackers == {"undefended": {"dlg", "ig"}, "noise": {"dlg", "ig", "adaptive"},
                          "prune": {"dlg", "ig", "adaptive"}, "precision": {"dlg", "ig", "adaptive"},

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from gradleak.checks import ConfigError
+from gradleak.jobs.config import attacked_batch
 from gradleak.engine.objective import GradientMatch
 from gradleak.victim import training
 from gradleak.victim.clients import local_updates, split_among_workers, worker_gradients
@@ -108,6 +109,13 @@ def test_intercepted_round_is_cached(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(first["updates"], again["updates"]))
     with pytest.raises(TrainingConfigError, match=r"^attack.round=1000: the run has \d+ training steps"):
         training.intercept_round(cfg, 1000)
+
+
+def test_a_rounds_targets_are_its_first_clients_local_batches():
+    assert (attacked_batch(composed("attack.num_targets=8")).num_targets, composed().attack.batch_size) == (8, 1)
+    for asked, attacked in ((1, 1), (3, 3), (8, 4)):  # train=smoke: 4 workers, 16 images each
+        a = attacked_batch(composed("train=smoke", "attack.round=0", f"attack.num_targets={asked}"))
+        assert (a.num_targets, a.batch_size) == (attacked, 16)
 
 
 def test_round_needs_training_and_local_steps_exclude_dpsgd():

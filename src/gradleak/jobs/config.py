@@ -69,11 +69,12 @@ def validate(cfg: DictConfig) -> None:
 
 
 def attacked_batch(cfg: DictConfig) -> DictConfig:
-    """The attack node as the job runs it: attacking a round, its targets are the round's
-    client updates, so num_targets = train.workers and batch_size = the local batch."""
+    """The attack node as the job runs it: attacking a round, its targets are the updates
+    of the round's first num_targets clients (at most train.workers), each a local batch."""
     attack = cfg.attack.copy()
     if cfg.attack.round is not None:
-        attack.num_targets, attack.batch_size = cfg.train.workers, cfg.train.batch_size // cfg.train.workers
+        t = cfg.train
+        attack.num_targets, attack.batch_size = min(attack.num_targets, t.workers), t.batch_size // t.workers
     return attack
 
 

@@ -143,8 +143,8 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
 
 def intercepted(cfg, test):
     """What the attacker of round cfg.attack.round holds: (the victim at the round's weights,
-    the clients' images [W, b, ...], labels [W, b], their rows in the train split, their
-    defended updates, the train split)."""
+    the attacked clients' images [n, b, ...], labels [n, b], their rows in the train split,
+    their defended updates, the train split)."""
     from gradleak.victim.training import intercept_round, load_train_test, model_name
 
     got, _ = intercept_round(cfg, cfg.attack.round, test)
@@ -154,7 +154,8 @@ def intercepted(cfg, test):
         raise ConfigError(f"attack.round={cfg.attack.round}: the clients' BatchNorm statistics are "
                           f"not part of the intercepted update (use model=lenet)")
     victim.load_state_dict(got["params"])
-    return victim, got["images"], got["labels"], got["index"], got["updates"], train
+    n = cfg.attack.num_targets  # clients 0 .. n - 1 (jobs.config.attacked_batch)
+    return victim, got["images"][:n], got["labels"][:n], got["index"][:n], [u[:n] for u in got["updates"]], train
 
 
 def judge(outcome, index: torch.Tensor, split, cfg) -> tuple[list[dict], float]:
