@@ -23,7 +23,7 @@ def without_round(setting: str) -> str:
 
 def round_table(summary: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
     """One row per defense setting, attacker and round: both verdicts with their n and
-    intervals (percent), the epoch the round falls in, and the run's accuracy."""
+    intervals (percent), the epochs trained before the round, and the run's accuracy."""
     jobs = summary[summary["stage"] == ROUNDS_STAGE] if "stage" in summary else summary.iloc[:0]
     if jobs.empty or "round" not in jobs or targets.empty:
         return pd.DataFrame()
@@ -66,7 +66,7 @@ def _label(row) -> str:
 
 def rounds_figure(table: pd.DataFrame):
     """Both verdicts against the attacked round (one line per setting and attacker, 95%
-    Wilson bars), rounds labelled with their epoch."""
+    Wilson bars), rounds labelled with the epochs trained before them."""
     if table.empty:
         return None
     rounds = sorted(table["round"].unique())
@@ -78,7 +78,8 @@ def rounds_figure(table: pd.DataFrame):
             x = part["round"].map(position).to_numpy() + 0.04 * (i - 2)  # side by side, not on top
             yerr = np.vstack([part[rate] - part[f"{rate}_lo"], part[f"{rate}_hi"] - part[rate]]).clip(min=0)
             ax.errorbar(x, part[rate], yerr=yerr, marker="o", capsize=3, label=_label(part.iloc[0]))
-        ax.set(title=f"{title} (95% Wilson, n = {int(table[n].min())}-{int(table[n].max())} per point)",
+        low, high = int(table[n].min()), int(table[n].max())
+        ax.set(title=f"{title} (95% Wilson, n = {low if low == high else f'{low}-{high}'} per point)",
                xlabel="attacked round (training step)", ylim=(-3, 103))
         ax.set_xticks(range(len(rounds)), [_round_label(table, r) for r in rounds])
     axes[0].set_ylabel("%")
@@ -90,14 +91,22 @@ def rounds_figure(table: pd.DataFrame):
 
 def _round_label(table: pd.DataFrame, r) -> str:
     epoch = table.loc[table["round"] == r, "epoch"].iloc[0]
-    return f"{int(r)}\n(epoch {epoch:.2f})" if epoch == epoch else str(int(r))
+    return f"{int(r)}\n({epoch:.2f} epochs in)" if epoch == epoch else str(int(r))
+
+
+def _accuracy(r) -> str:
+    if r["test_acc"] != r["test_acc"]:
+        return "—"
+    if r["test_acc_hi"] != r["test_acc_hi"]:  # one seed: no interval
+        return f"{r['test_acc']:.1f}"
+    return f"{r['test_acc']:.1f} ± {r['test_acc_hi'] - r['test_acc']:.1f}"
 
 
 def markdown_rounds(table: pd.DataFrame) -> str:
-    lines = ["| setting | attacker | round | epoch | re-identified images | exact targets | accuracy |",
+    lines = ["| setting | attacker | round | epochs in | re-identified images | exact targets | accuracy |",
              "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        acc = f"{r['test_acc']:.1f} ± {r['test_acc_hi'] - r['test_acc']:.1f}" if r["test_acc"] == r["test_acc"] else "—"
+        acc = _accuracy(r)
         lines.append(f"| {setting_name(r)} | {r['attacker']} | {int(r['round'])} | {r['epoch']:.2f} "
                      f"| {r['reid_rate']:.0f}% [{r['reid_rate_lo']:.0f}–{r['reid_rate_hi']:.0f}] of {r['n_images']} "
                      f"| {r['success_rate']:.0f}% [{r['success_rate_lo']:.0f}–{r['success_rate_hi']:.0f}] of "
