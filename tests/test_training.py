@@ -87,7 +87,7 @@ def test_one_lightning_step_equals_single_batch_sgd(digits):
     opt.step()
 
     module = DefendedTraining(model, NONE, train_cfg(), seed=0)
-    loader = DataLoader(TensorDataset(*digits), batch_size=64)
+    loader = DataLoader(TensorDataset(*digits, torch.arange(64)), batch_size=64)  # (images, labels, rows)
     trainer = pl.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, loader)
