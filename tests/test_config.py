@@ -86,7 +86,8 @@ def study_sweeps(profile: str):
         sizes = [*size.attack, *([] if stage == "batch" else study.train), "dataset=digits",
                  "seed=" + ",".join(map(str, size.seeds))]
         if stage == "rounds":
-            sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)), f"attack.num_targets={study.rounds.clients}"]
+            sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)),
+                      f"attack.num_targets={study.rounds.clients}"]
         for grid in grids.values() if isinstance(grids, DictConfig) else [grids]:
             yield stage, ["-m", *grid, *sizes]
 

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from gradleak.checks import ConfigError
-from gradleak.jobs.config import attacked_batch
 from gradleak.engine.objective import GradientMatch
+from gradleak.jobs.config import attacked_batch
 from gradleak.victim import training
 from gradleak.victim.clients import local_updates, split_among_workers, worker_gradients
 from gradleak.victim.data import load_split
