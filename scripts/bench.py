@@ -195,14 +195,14 @@ def time_to_verdict(args, device, n_ref: int, k: int) -> dict:
     start = time.perf_counter()
     ours = Attack(cfg, model, images[:k], labels[:k], lambda g, **_: g, args.seed, device)
     our_s, ref_s, step = time.perf_counter() - start, 0.0, 0
-    for step in range(1, max(REFERENCE_STEPS, cfg.steps) + 1):
+    for step in range(1, max(REFERENCE_STEPS, ours.loop_steps) + 1):
         if step <= REFERENCE_STEPS:
             start = time.perf_counter()
             for ref in refs:
                 ref.step()
             sync(device)
             ref_s += time.perf_counter() - start
-        if step <= cfg.steps and ours.optimizer.state.running.any():
+        if step <= ours.loop_steps and ours.optimizer.state.running.any():
             start = time.perf_counter()
             ours.optimizer.step()
             ours.apply_stop_rules(step)

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gradleak.engine.attack import Attack, run_attack
-from gradleak.engine.optimizers import RUNNING, STOPPED
+from gradleak.engine.optimizers import RUNNING, STOPPED, WAITING
 from gradleak.engine.stopping import REASONS, StopRules
 from gradleak.victim.data import load_split
 from gradleak.victim.defenses import defense_from_config
@@ -39,18 +39,21 @@ def fake_state(loss):
 
 
 def test_losing_restart_stops_far_restarts_after_warmup_never_the_leader():
-    r = StopRules(rules(restart_warmup=3, restart_factor=10.0, converged_loss=0.0), restarts=3, k=6, device=CPU)
+    r = StopRules(rules(restart_warmup=3, restart_factor=10.0, converged_loss=0.0, restart_delay=0), restarts=3, k=6,
+                  steps=100, device=CPU)
     initial = torch.ones(6, dtype=torch.float64)
     state = fake_state([1e-3, 5e-3, 2e-2, 0.5, 0.4, 0.45])  # target 0: restart 2 is 20x its leader
-    r.apply(1, state, initial)
-    assert (state.status == RUNNING).all()  # before the warm-up nothing drops out
+    for step in (1, 2):
+        r.apply(step, state, initial)
+        assert (state.status == RUNNING).all()  # before the warm-up nothing drops out
     r.apply(3, state, initial)
     assert state.status.tolist() == [RUNNING, RUNNING, STOPPED, RUNNING, RUNNING, RUNNING]
     assert r.reasons(state.status)[2] == "losing_restart" and int(r.step[2]) == 3
 
 
 def test_a_converged_restart_settles_its_target_and_the_others_stop():
-    r = StopRules(rules(converged_loss=1e-8, restart_warmup=100), restarts=2, k=4, device=CPU)
+    r = StopRules(rules(converged_loss=1e-8, restart_warmup=100, restart_delay=0), restarts=2, k=4, steps=100,
+                  device=CPU)
     state = fake_state([1e-9, 0.3, 0.2, 0.3])
     r.apply(1, state, torch.ones(4, dtype=torch.float64))
     assert r.reasons(state.status) == ["converged", "losing_restart", "budget", "budget"]
@@ -58,7 +61,7 @@ def test_a_converged_restart_settles_its_target_and_the_others_stop():
 
 def test_stalled_means_no_relative_progress_over_the_window():
     r = StopRules(rules(stall_steps=2, stall_tolerance=1e-3, converged_loss=0.0, restart_warmup=100),
-                  restarts=1, k=2, device=CPU)
+                  restarts=1, k=2, steps=100, device=CPU)
     initial = torch.ones(2, dtype=torch.float64)
     state = fake_state([1.0, 1.0])
     for step, losses in enumerate([[1.0, 1.0], [0.9995, 0.5], [0.9992, 0.25]], start=1):
@@ -72,7 +75,7 @@ def test_a_stopped_problem_keeps_the_result_it_had_at_its_stop_step(digits):
     cfg = OmegaConf.merge(ATTACK, {"restarts": 2, "steps": 30})
     attack = Attack(cfg, victim(), images, labels, NO_DEFENSE, 0, CPU)
     history = [attack.optimizer.state.x.clone()]
-    for step in range(1, cfg.steps + 1):
+    for step in range(1, attack.loop_steps + 1):
         attack.optimizer.step()
         attack.apply_stop_rules(step)
         history.append(attack.optimizer.state.x.clone())
@@ -92,7 +95,7 @@ def test_a_stopped_problem_keeps_the_result_it_had_at_its_stop_step(digits):
 def test_rules_that_never_fire_change_nothing(digits):
     images, labels = digits
     cfg = OmegaConf.merge(ATTACK, {"restarts": 2, "steps": 15})
-    idle = {"converged_loss": 0.0, "stall_steps": 1000, "restart_warmup": 1000}
+    idle = {"converged_loss": 0.0, "stall_steps": 1000, "restart_warmup": 1000, "restart_delay": 0}
     runs = [run_attack(OmegaConf.merge(cfg, {"stop": stop}), victim(), images, labels, NO_DEFENSE, 0,
                        accelerator="cpu", progress_bar=False)
             for stop in ({"enabled": False}, {"enabled": True, **idle})]
@@ -109,3 +112,72 @@ def test_the_outcome_counts_every_problem_by_why_it_ended(digits):
     assert sum(out.stopped.values()) == 4 * ATTACK.restarts
     assert out.stopped["converged"] >= 4  # every undefended digit converges
     assert all(t["success"] and t["stop_reason"] == "converged" for t in out.targets)
+
+
+def run_fake(r, state, losses_at, loop_steps, initial):
+    """Step the rules `loop_steps` times; a running problem's loss is losses_at(p, own step)."""
+    for step in range(1, loop_steps + 1):
+        for p in (state.status == RUNNING).nonzero().flatten().tolist():
+            state.loss[p] = losses_at(p, int(r.taken[p]) + 1)
+        r.apply(step, state, initial)
+
+
+def test_staggered_restarts_start_in_turn_and_each_gets_the_whole_budget():
+    steps, delay = 10, 3
+    r = StopRules(rules(converged_loss=0.0, stall_steps=1000, restart_warmup=1000, restart_delay=delay),
+                  restarts=3, k=6, steps=steps, device=CPU)
+    state = fake_state([float("nan")] * 6)
+    r.hold_restarts(state)
+    assert state.status.tolist() == [RUNNING, WAITING, WAITING] * 2
+    started = {}
+    for step in range(1, r.loop_steps + 1):
+        for p in (state.status == RUNNING).nonzero().flatten().tolist():
+            started.setdefault(p, step)
+            state.loss[p] = 1.0 / (1 + int(r.taken[p]))
+        r.apply(step, state, torch.ones(6, dtype=torch.float64))
+    assert r.loop_steps == steps + 2 * delay
+    assert [started[p] for p in range(6)] == [1, 1 + delay, 1 + 2 * delay] * 2
+    assert r.taken.tolist() == [steps] * 6
+    assert r.reasons(state.status) == ["budget"] * 6
+
+
+def test_a_target_settled_by_its_first_restart_never_starts_the_others():
+    r = StopRules(rules(converged_loss=1e-8, stall_steps=1000, restart_warmup=1000, restart_delay=2),
+                  restarts=3, k=6, steps=20, device=CPU)
+    state = fake_state([float("nan")] * 6)
+    r.hold_restarts(state)
+    # target 0's first restart converges at its own step 2 (before the delay); target 1's does not
+    run_fake(r, state, lambda p, own: 1e-9 if p == 0 and own >= 2 else 0.5, r.loop_steps,
+             torch.ones(6, dtype=torch.float64))
+    assert r.reasons(state.status)[:3] == ["converged", "not_started", "not_started"]
+    assert r.taken.tolist()[:3] == [2, 0, 0]
+    assert r.taken.tolist()[3:] == [20, 20, 20]
+
+
+def test_a_late_restart_is_judged_against_its_siblings_at_the_same_age():
+    # restart 0: loss 1 / own step^2; restart 1 starts 10 steps later and is 5x lower at every age
+    r = StopRules(rules(converged_loss=0.0, stall_steps=1000, restart_warmup=5, restart_factor=1.5,
+                        restart_delay=10), restarts=2, k=2, steps=30, device=CPU)
+    state = fake_state([float("nan")] * 2)
+    r.hold_restarts(state)
+    run_fake(r, state, lambda p, own: (0.2 if p else 1.0) / own**2, 15, torch.ones(2, dtype=torch.float64))
+    # at step 15 restart 1 is 5 steps old and above 1.5x restart 0's best now, but 5x below
+    # what restart 0 had after 5 steps: both run on
+    assert int(r.taken[1]) == 5 and float(state.loss[1]) > 1.5 * float(state.loss[0])
+    assert state.status.tolist() == [RUNNING, RUNNING]
+    run_fake(r, state, lambda p, own: (0.2 if p else 1.0) / own**2 if p or own < 20 else 1 / 400, 10,
+             torch.ones(2, dtype=torch.float64))
+    # restart 0 stuck at 1/400 from its step 20; restart 1 at age 15 is at 0.2/225, under 1/400 / 1.5
+    assert state.status.tolist() == [STOPPED, RUNNING]
+    assert r.reasons(state.status)[0] == "losing_restart"
+
+
+def test_staggered_restarts_keep_every_verdict_and_cost_fewer_evaluations(digits):
+    images, labels = digits
+    cfg = OmegaConf.merge(ATTACK, {"steps": 100})
+    runs = [run_attack(OmegaConf.merge(cfg, {"stop": {"restart_delay": d}}), victim(), images, labels, NO_DEFENSE,
+                       0, accelerator="cpu", progress_bar=False) for d in (0, 20)]
+    together, staggered = ([t["evals_all_restarts"] for t in r.targets] for r in runs)
+    assert [t["success"] for t in runs[1].targets] == [t["success"] for t in runs[0].targets] == [True] * 4
+    assert sum(staggered) < 0.6 * sum(together)  # the first restart settles every digit
+    assert runs[1].stopped["not_started"] >= 4

@@ -172,8 +172,15 @@ class Attack:
         self.inferred_labels = None if self.layout.with_labels else idlg_labels(self.model, self.targets)
         self.target_of = torch.arange(t, device=device).repeat_interleave(self.restarts)
         self.optimizer = self._optimizer(seed)
-        self.stop_rules = StopRules(cfg.stop, self.restarts, len(self.target_of), device) \
-            if cfg.stop.enabled else None
+        self.stop_rules = None
+        if cfg.stop.enabled:
+            self.stop_rules = StopRules(cfg.stop, self.restarts, len(self.target_of), cfg.steps, device)
+            self.stop_rules.hold_restarts(self.optimizer.state)
+
+    @property
+    def loop_steps(self) -> int:
+        """Optimizer steps of the attack's loop (staggered restarts need more than attack.steps)."""
+        return self.cfg.steps if self.stop_rules is None else self.stop_rules.loop_steps
 
     def _defended_targets(self, defense, seed: int) -> list[torch.Tensor]:
         # A per-sample defense (DP-SGD) clips each image's gradient: it gets [T, B, *param].
@@ -300,7 +307,7 @@ def run_attack(cfg, model: nn.Module, images, labels, defense, seed: int,
     attack = Attack(cfg, model, images, labels, defense, seed, device, **target)
     snapshot_steps = set(np.linspace(0, cfg.steps, cfg.snapshots).round().astype(int).tolist()) \
         if cfg.snapshots else set()
-    module = AttackModule(attack, cfg.steps, snapshot_steps)
+    module = AttackModule(attack, attack.loop_steps, snapshot_steps)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*(num_workers|does not have many workers|no optimizer"
                                           "|GPU available but not used|LitLogger).*")

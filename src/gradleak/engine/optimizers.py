@@ -18,6 +18,7 @@ Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Ten
 
 RUNNING, CONVERGED, STALLED, DIVERGED = 0, 1, 2, 3
 STOPPED = 4  # by a rule outside the optimizer (engine/stopping.py); frozen like the others
+WAITING = 5  # not started yet (a restart engine/stopping.py starts later); never evaluated
 
 
 @dataclass
@@ -25,7 +26,7 @@ class OptimState:
     """What every batched optimizer exposes to the attack."""
     x: torch.Tensor            # [K, n] current (or frozen) variables
     loss: torch.Tensor         # [K] last finite objective value
-    status: torch.Tensor       # [K] RUNNING / CONVERGED / STALLED / DIVERGED / STOPPED
+    status: torch.Tensor       # [K] RUNNING / CONVERGED / STALLED / DIVERGED / STOPPED / WAITING
     evals: torch.Tensor        # [K] objective evaluations spent per problem
 
     @property
@@ -42,14 +43,14 @@ class _Batched:
         self.state = OptimState(x=x0.clone(), loss=torch.full((k,), float("nan"), dtype=x0.dtype, device=dev),
                                 status=torch.zeros(k, dtype=torch.long, device=dev),
                                 evals=torch.zeros(k, dtype=torch.long, device=dev))
-        self.initial_loss: torch.Tensor | None = None
+        self.initial_loss = torch.full((k,), float("nan"), dtype=x0.dtype, device=dev)  # at its first evaluation
 
     def _evaluate(self, rows: torch.Tensor, x_rows: torch.Tensor):
         """f on `rows`; rows that blow up are frozen (status DIVERGED) and reported bad."""
         loss, g = self.f(x_rows, rows)
         self.state.evals[rows] += 1
-        if self.initial_loss is None:  # first call sees every problem
-            self.initial_loss = loss.detach().clone()
+        first = self.initial_loss[rows].isnan()
+        self.initial_loss[rows[first]] = loss[first].detach()
         bad = ~torch.isfinite(loss) | ~torch.isfinite(g).all(dim=1)
         bad |= loss > self.divergence_factor * self.initial_loss[rows].clamp_min(1e-30)
         if bad.any():
