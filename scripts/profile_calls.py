@@ -1,0 +1,77 @@
+"""Where our default attack's time goes: its objective calls by how many problems each
+evaluates (the batched engine pays per call as well as per problem).
+
+Runs conf/attack/dlg.yaml on the first `--targets` test images of the dataset (undefended,
+the same LeNet and targets as scripts/bench.py's time-to-verdict part) and prints the
+steps, calls, evaluations, the objective's share of the time and, per call size, the
+calls and their time.
+
+    python scripts/profile_calls.py --data-dir ../shared/data
+    python scripts/profile_calls.py --data-dir ../shared/data --restart-delay 0
+"""
+import argparse
+import collections
+import os
+import time
+
+import torch
+from bench import default_attack_config, load_images
+
+from gradleak.engine.attack import Attack
+from gradleak.victim.models import LeNet
+
+SIZES = (1, 8, 32, 64, 192, 1024, 10**9)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--targets", type=int, default=64)
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data-dir", default=os.environ.get("GRADLEAK_DATA_DIR", "data"))
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--restart-delay", type=int, default=None, help="attack.stop.restart_delay (default: the config's)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    images, labels, test = load_images(args, args.targets)
+    model = LeNet(test.shape[0], test.shape[1], test.num_classes).eval()
+    cfg = default_attack_config()
+    if args.restart_delay is not None:
+        cfg.stop.restart_delay = args.restart_delay
+    attack = Attack(cfg, model, images, labels, lambda g, **_: g, args.seed, torch.device("cpu"))
+    calls, objective = [], attack.optimizer.f
+
+    def timed(x, rows):
+        start = time.perf_counter()
+        out = objective(x, rows)
+        calls.append((len(rows), time.perf_counter() - start))
+        return out
+
+    attack.optimizer.f = timed
+    start, steps = time.perf_counter(), 0
+    for steps in range(1, attack.loop_steps + 1):
+        if not attack.optimizer.state.running.any():
+            break
+        attack.optimizer.step()
+        attack.apply_stop_rules(steps)
+    total = time.perf_counter() - start
+    in_objective = sum(t for _, t in calls)
+    exact = sum(t["success"] for t in attack.results())
+    print(f"targets: {args.targets} x {cfg.restarts} restarts, exact {exact}/{args.targets}")
+    print(f"steps: {steps}  calls: {len(calls)}  evals: {sum(n for n, _ in calls)}")
+    print(f"seconds: {total:.1f} (objective {in_objective:.1f}, the rest {total - in_objective:.1f})")
+    by_size = collections.defaultdict(lambda: [0, 0.0])
+    for n, t in calls:
+        bucket = next(s for s in SIZES if n <= s)
+        by_size[bucket][0] += 1
+        by_size[bucket][1] += t
+    low = 1
+    for bucket in sorted(by_size):
+        count, seconds = by_size[bucket]
+        print(f"calls of {low}-{bucket} problems: {count}, {seconds:.1f} s ({1000 * seconds / count:.1f} ms per call)")
+        low = bucket + 1
+
+
+if __name__ == "__main__":
+    main()
