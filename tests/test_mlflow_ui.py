@@ -196,3 +196,37 @@ def test_gallery_and_figure_draw_mixed_knobs_seeds_accuracy_and_other_targets(tm
     assert mpimg.imread(tmp_path / "f.png").shape[1] > 900  # leak rate and test accuracy side by side
     # ground truth, 4 digits rows, ground truth again for the CIFAR-10 job, its row: 7 rows of 0.9 in at 100 dpi
     assert mpimg.imread(tmp_path / "g.png").shape[0] == pytest.approx((0.9 * 7 + 0.4) * 100, abs=2)
+
+
+def test_a_dataset_another_job_inserted_first_is_linked_not_a_failure(tmp_path):
+    """Parallel jobs of one seed log the same dataset; when the other job's insert wins the
+    race, the store's unique key rejects ours once: the run links theirs instead of failing."""
+    import torch
+    from mlflow.exceptions import MlflowException
+    from omegaconf import OmegaConf
+
+    from gradleak.jobs.job import attacked_dataset
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = tracking.ensure_experiment(client, "race")
+    dataset = attacked_dataset(OmegaConf.create({"name": "digits"}), torch.zeros(1, 1, 1, 8, 8),
+                               torch.zeros(1, 1, dtype=torch.long), torch.tensor([[7]]), 0)
+    first, second = (client.create_run(experiment).info.run_id for _ in range(2))
+    tracking.JobRun(client, first, "race", experiment).log_input(dataset, "attack")
+    real, calls = client.log_inputs, []
+
+    def lost_the_race(run_id, datasets):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise MlflowException("duplicate key value violates unique constraint \"dataset_pk\"")
+        return real(run_id, datasets=datasets)
+
+    client.log_inputs = lost_the_race
+    tracking.JobRun(client, second, "race", experiment).log_input(dataset, "attack")
+    assert calls == [second, second]
+    linked = [client.get_run(r).inputs.dataset_inputs[0].dataset.digest for r in (first, second)]
+    assert linked[0] == linked[1]
+
+    client.log_inputs = lambda run_id, datasets: (_ for _ in ()).throw(MlflowException("server down"))
+    with pytest.raises(MlflowException, match="server down"):
+        tracking.JobRun(client, second, "race", experiment).log_input(dataset, "attack")

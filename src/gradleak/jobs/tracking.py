@@ -216,7 +216,13 @@ class JobRun:
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         entry = DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
-        self.client.log_inputs(self.run_id, datasets=[entry])
+        try:
+            self.client.log_inputs(self.run_id, datasets=[entry])
+        except MlflowException:
+            # Parallel jobs of one seed attack the same images: when another job's insert of
+            # the same dataset lands between the store's lookup and ours, ours violates the
+            # unique key. Once more finds theirs and links it; any other error raises again.
+            self.client.log_inputs(self.run_id, datasets=[entry])
 
     def lightning_logger(self):
         """A Lightning MLFlowLogger writing into this run (the job ends the run, not Lightning)."""
