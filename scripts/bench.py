@@ -204,8 +204,7 @@ def time_to_verdict(args, device, n_ref: int, k: int) -> dict:
             ref_s += time.perf_counter() - start
         if step <= ours.loop_steps and ours.optimizer.state.running.any():
             start = time.perf_counter()
-            ours.optimizer.step()
-            ours.apply_stop_rules(step)
+            ours.advance()
             sync(device)
             our_s += time.perf_counter() - start
     start = time.perf_counter()

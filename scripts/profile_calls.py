@@ -30,6 +30,7 @@ def main():
     p.add_argument("--data-dir", default=os.environ.get("GRADLEAK_DATA_DIR", "data"))
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--restart-delay", type=int, default=None, help="attack.stop.restart_delay (default: the config's)")
+    p.add_argument("--compile", action="store_true", help="attack.compile=true")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -39,6 +40,7 @@ def main():
     cfg = default_attack_config()
     if args.restart_delay is not None:
         cfg.stop.restart_delay = args.restart_delay
+    cfg.compile = cfg.compile or args.compile
     attack = Attack(cfg, model, images, labels, lambda g, **_: g, args.seed, torch.device("cpu"))
     calls, objective = [], attack.optimizer.f
 
@@ -53,8 +55,7 @@ def main():
     for steps in range(1, attack.loop_steps + 1):
         if not attack.optimizer.state.running.any():
             break
-        attack.optimizer.step()
-        attack.apply_stop_rules(steps)
+        attack.advance()
     total = time.perf_counter() - start
     in_objective = sum(t for _, t in calls)
     exact = sum(t["success"] for t in attack.results())

@@ -3,7 +3,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gradleak.engine.optimizers import CONVERGED, DIVERGED, BatchedLBFGS
+from gradleak.engine.optimizers import CONVERGED, DIVERGED, RUNNING, STOPPED, BatchedLBFGS
 from gradleak.engine.problems import DummyLayout, ProblemObjective
 from gradleak.engine.published import reference_dlg
 from gradleak.victim.data import load_split
@@ -144,3 +144,59 @@ def test_few_running_problems_drop_old_pairs_on_the_gathered_path(problem):
     traj, opt = batched_trajectory(model, layout, poisoned_targets, x0, rows, history_size=5)
     assert (opt.state.status[poisoned] == DIVERGED).all()
     assert rel_diff(traj[[3, 7], :3], clean[[3, 7], :3]) < TOL
+
+
+@pytest.mark.parametrize("line_search", [None, "backtracking"])
+def test_problems_ticked_out_of_step_follow_their_lockstep_trajectories(problem, line_search):
+    """The attack's loop lets a problem that ended its step start the next while the others
+    finish theirs (`tick`). Each problem must still take the steps it takes in lockstep
+    (`step`), with the same evaluations, and every call carries every running problem."""
+    model, layout, targets, x0 = problem
+    calls = {"lockstep": 0, "ticked": 0}
+
+    def counted(schedule):
+        objective = ProblemObjective(model, layout, targets, None)
+
+        def f(x, rows):
+            calls[schedule] += 1
+            return objective(x, rows)
+        return BatchedLBFGS(f, x0.clone(), line_search=line_search)
+
+    lockstep = counted("lockstep")
+    together = torch.full((K, STEPS), float("nan"), dtype=torch.float64)  # loss after each own step
+    for i in range(STEPS):
+        running = lockstep.state.running.clone()
+        lockstep.step()
+        together[running, i] = lockstep.state.loss[running]
+    ticked = counted("ticked")
+    state, apart = ticked.state, torch.full_like(together, float("nan"))
+    while state.running.any():
+        ended = ticked.tick(state.running.nonzero().squeeze(1))
+        apart[ended, state.steps[ended] - 1] = state.loss[ended]
+        state.status[ended[state.steps[ended] == STEPS]] = STOPPED  # its own budget
+    ended_own = lockstep.state.status != RUNNING  # by its own test: converged, stalled
+    assert torch.equal(state.status[ended_own], lockstep.state.status[ended_own])
+    assert (state.status[~ended_own] == STOPPED).all()
+    assert torch.equal(state.evals, lockstep.state.evals) and torch.equal(apart.isnan(), together.isnan())
+    taken = ~together.isnan()
+    assert rel_diff(apart[taken], together[taken]) < TOL
+    # every call carried every running problem: as many calls as the longest problem's evaluations
+    assert calls["ticked"] == int(state.evals.max()) <= calls["lockstep"]
+    if line_search is not None:  # trials make steps differ in length: lockstep waits on each
+        assert calls["ticked"] < calls["lockstep"]
+
+
+def test_every_iteration_gets_its_own_line_search_trials(problem):
+    """lr 100: each iteration's Armijo search halves the step about 7 times (of max_ls 10)
+    before it accepts. If trials carried over between iterations, the searches would give
+    up within a few iterations and the problems stop at a fixed point."""
+    model, layout, targets, x0 = problem
+    objective = ProblemObjective(model, layout, targets, None)
+    opt = BatchedLBFGS(objective, x0.clone(), line_search="backtracking", lr=100.0)
+    first = opt.step()
+    for _ in range(4):
+        opt.step()
+    assert int((opt.state.status == RUNNING).sum()) >= K - 2
+    assert float(opt.n_iter.double().median()) >= 20
+    assert opt.state.evals.sum() > 5 * opt.n_iter.sum()  # several trials per iteration
+    assert (opt.state.loss < 0.1 * first).all()

@@ -35,7 +35,14 @@ def rules(**overrides):
 
 def fake_state(loss):
     loss = torch.tensor(loss, dtype=torch.float64)
-    return SimpleNamespace(loss=loss, status=torch.full(loss.shape, RUNNING))
+    return SimpleNamespace(loss=loss, status=torch.full(loss.shape, RUNNING), steps=torch.zeros(loss.shape, dtype=torch.long))
+
+
+def fake_step(r, state, initial, budget=10**9):
+    """Every running problem (within its budget) ends a step of its own; the rules judge them."""
+    ended = ((state.status == RUNNING) & (state.steps < budget)).nonzero().squeeze(1)
+    state.steps[ended] += 1
+    r.apply(ended, state, initial)
 
 
 def test_losing_restart_stops_far_restarts_after_warmup_never_the_leader():
@@ -43,10 +50,10 @@ def test_losing_restart_stops_far_restarts_after_warmup_never_the_leader():
                   steps=100, device=CPU)
     initial = torch.ones(6, dtype=torch.float64)
     state = fake_state([1e-3, 5e-3, 2e-2, 0.5, 0.4, 0.45])  # target 0: restart 2 is 20x its leader
-    for step in (1, 2):
-        r.apply(step, state, initial)
+    for _ in (1, 2):
+        fake_step(r, state, initial)
         assert (state.status == RUNNING).all()  # before the warm-up nothing drops out
-    r.apply(3, state, initial)
+    fake_step(r, state, initial)
     assert state.status.tolist() == [RUNNING, RUNNING, STOPPED, RUNNING, RUNNING, RUNNING]
     assert r.reasons(state.status)[2] == "losing_restart" and int(r.step[2]) == 3
 
@@ -55,7 +62,7 @@ def test_a_converged_restart_settles_its_target_and_the_others_stop():
     r = StopRules(rules(converged_loss=1e-8, restart_warmup=100, restart_delay=0), restarts=2, k=4, steps=100,
                   device=CPU)
     state = fake_state([1e-9, 0.3, 0.2, 0.3])
-    r.apply(1, state, torch.ones(4, dtype=torch.float64))
+    fake_step(r, state, torch.ones(4, dtype=torch.float64))
     assert r.reasons(state.status) == ["converged", "losing_restart", "budget", "budget"]
 
 
@@ -64,9 +71,9 @@ def test_stalled_means_no_relative_progress_over_the_window():
                   restarts=1, k=2, steps=100, device=CPU)
     initial = torch.ones(2, dtype=torch.float64)
     state = fake_state([1.0, 1.0])
-    for step, losses in enumerate([[1.0, 1.0], [0.9995, 0.5], [0.9992, 0.25]], start=1):
+    for losses in [[1.0, 1.0], [0.9995, 0.5], [0.9992, 0.25]]:
         state.loss = torch.tensor(losses, dtype=torch.float64)
-        r.apply(step, state, initial)
+        fake_step(r, state, initial)
     assert r.reasons(state.status) == ["stalled", "budget"]  # 0.08% in 2 steps vs 75%
 
 
@@ -75,9 +82,10 @@ def test_a_stopped_problem_keeps_the_result_it_had_at_its_stop_step(digits):
     cfg = OmegaConf.merge(ATTACK, {"restarts": 2, "steps": 30})
     attack = Attack(cfg, victim(), images, labels, NO_DEFENSE, 0, CPU)
     history = [attack.optimizer.state.x.clone()]
-    for step in range(1, attack.loop_steps + 1):
+    for _ in range(attack.loop_steps):  # in lockstep: every running problem ends one step
+        ended = attack.optimizer.state.running.nonzero().squeeze(1)
         attack.optimizer.step()
-        attack.apply_stop_rules(step)
+        attack.judge(ended)
         history.append(attack.optimizer.state.x.clone())
     stop_step = attack.stop_rules.step.tolist()
     assert sum(s > 0 for s in stop_step) >= 4  # the rules did stop problems here
@@ -116,10 +124,10 @@ def test_the_outcome_counts_every_problem_by_why_it_ended(digits):
 
 def run_fake(r, state, losses_at, loop_steps, initial):
     """Step the rules `loop_steps` times; a running problem's loss is losses_at(p, own step)."""
-    for step in range(1, loop_steps + 1):
+    for _ in range(loop_steps):
         for p in (state.status == RUNNING).nonzero().flatten().tolist():
-            state.loss[p] = losses_at(p, int(r.taken[p]) + 1)
-        r.apply(step, state, initial)
+            state.loss[p] = losses_at(p, int(state.steps[p]) + 1)
+        fake_step(r, state, initial, budget=r.steps)
 
 
 def test_staggered_restarts_start_in_turn_and_each_gets_the_whole_budget():
@@ -133,8 +141,8 @@ def test_staggered_restarts_start_in_turn_and_each_gets_the_whole_budget():
     for step in range(1, r.loop_steps + 1):
         for p in (state.status == RUNNING).nonzero().flatten().tolist():
             started.setdefault(p, step)
-            state.loss[p] = 1.0 / (1 + int(r.taken[p]))
-        r.apply(step, state, torch.ones(6, dtype=torch.float64))
+            state.loss[p] = 1.0 / (1 + int(state.steps[p]))
+        fake_step(r, state, torch.ones(6, dtype=torch.float64), budget=steps)
     assert r.loop_steps == steps + 2 * delay
     assert [started[p] for p in range(6)] == [1, 1 + delay, 1 + 2 * delay] * 2
     assert r.taken.tolist() == [steps] * 6

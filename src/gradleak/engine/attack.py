@@ -24,7 +24,7 @@ from torch import nn
 
 from gradleak.checks import ConfigError
 from gradleak.engine.labels import idlg_labels
-from gradleak.engine.optimizers import BATCHED_OPTIMIZERS, DIVERGED
+from gradleak.engine.optimizers import BATCHED_OPTIMIZERS, DIVERGED, RUNNING, STOPPED
 from gradleak.engine.problems import DummyLayout, ProblemObjective
 from gradleak.engine.quality import image_metrics, match_images
 from gradleak.engine.schema import check_adaptive_per_sample
@@ -70,8 +70,7 @@ class AttackModule(pl.LightningModule):
             return -1  # every problem converged, stalled or diverged: stop early
 
     def training_step(self, batch, batch_idx):
-        self.attack.optimizer.step()
-        self.attack.apply_stop_rules(batch_idx + 1)
+        self.attack.advance()
         self._record(batch_idx + 1)
 
     def bar_metrics(self) -> dict:
@@ -191,9 +190,28 @@ class Attack:
         noise_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         return defense(clean, generator=noise_gen, batch_dims=1)
 
-    def apply_stop_rules(self, step: int) -> None:
+    def advance(self) -> None:
+        """One step of the attack's loop: tick the optimizer until every problem running at
+        its start has ended a step of its own. The others go on meanwhile (a problem that
+        ended its step starts the next), so every objective call carries every running
+        problem instead of a tail of calls for the few still in their step."""
+        st = self.optimizer.state
+        waited_for = st.running.clone()
+        while waited_for.any():
+            ended = self.optimizer.tick(torch.nonzero(st.running).squeeze(1))
+            self.judge(ended)
+            waited_for[ended] = False
+            waited_for &= st.running
+
+    def judge(self, ended: torch.Tensor) -> None:
+        """The stop rules and the budget (attack.steps of its own) for problems that ended a step."""
+        if ended.numel() == 0:
+            return
+        st = self.optimizer.state
         if self.stop_rules is not None:
-            self.stop_rules.apply(step, self.optimizer.state, self.optimizer.initial_loss)
+            self.stop_rules.apply(ended, st, self.optimizer.initial_loss)
+        spent = ended[(st.status[ended] == RUNNING) & (st.steps[ended] >= self.cfg.steps)]
+        st.status[spent] = STOPPED  # no rule: its reason is the budget
 
     def stop_reasons(self) -> list[str]:
         """Why each problem ended (stop rule, the optimizer's own test, divergence, budget)."""

@@ -28,6 +28,7 @@ class OptimState:
     loss: torch.Tensor         # [K] last finite objective value
     status: torch.Tensor       # [K] RUNNING / CONVERGED / STALLED / DIVERGED / STOPPED / WAITING
     evals: torch.Tensor        # [K] objective evaluations spent per problem
+    steps: torch.Tensor        # [K] steps each problem has ended
 
     @property
     def running(self) -> torch.Tensor:
@@ -42,30 +43,50 @@ class _Batched:
         self.divergence_factor = divergence_factor
         self.state = OptimState(x=x0.clone(), loss=torch.full((k,), float("nan"), dtype=x0.dtype, device=dev),
                                 status=torch.zeros(k, dtype=torch.long, device=dev),
-                                evals=torch.zeros(k, dtype=torch.long, device=dev))
+                                evals=torch.zeros(k, dtype=torch.long, device=dev),
+                                steps=torch.zeros(k, dtype=torch.long, device=dev))
         self.initial_loss = torch.full((k,), float("nan"), dtype=x0.dtype, device=dev)  # at its first evaluation
 
     def _evaluate(self, rows: torch.Tensor, x_rows: torch.Tensor):
         """f on `rows`; rows that blow up are frozen (status DIVERGED) and reported bad."""
         loss, g = self.f(x_rows, rows)
         self.state.evals[rows] += 1
+        self._note_initial(rows, loss)
+        return loss, g, self._accept(rows, x_rows, loss, g, torch.ones_like(rows, dtype=torch.bool))
+
+    def _note_initial(self, rows, loss):
         first = self.initial_loss[rows].isnan()
         self.initial_loss[rows[first]] = loss[first].detach()
+
+    def _accept(self, rows, x_eval, loss, g, mask):
+        """Under `mask`: a finite, not exploding evaluation moves the problem there; any other
+        freezes it as DIVERGED. Returns the accepted mask (False outside `mask`)."""
         bad = ~torch.isfinite(loss) | ~torch.isfinite(g).all(dim=1)
         bad |= loss > self.divergence_factor * self.initial_loss[rows].clamp_min(1e-30)
-        if bad.any():
-            self.state.status[rows[bad]] = DIVERGED
-        good = rows[~bad]
-        self.state.x[good] = x_rows[~bad]
-        self.state.loss[good] = loss[~bad]
-        return loss, g, ~bad
+        self.state.status[rows[mask & bad]] = DIVERGED
+        good = mask & ~bad
+        self.state.x[rows[good]] = x_eval[good]
+        self.state.loss[rows[good]] = loss[good]
+        return good
 
+    def tick(self, rows: torch.Tensor) -> torch.Tensor:
+        """Problems that step in lockstep (Adam): a tick is a whole step of every running
+        problem (`rows`, all of them); returns those that ran."""
+        self.step()
+        return rows
 
 class BatchedLBFGS(_Batched):
     """K independent torch.optim.LBFGS instances; `step()` is one LBFGS.step() for each.
 
     line_search=None reproduces torch's fixed step (the DLG reference: lr 1); "backtracking"
     halves each problem's step until the Armijo condition holds (at most `max_ls` tries).
+
+    Each problem is a small state machine that needs one objective evaluation at a time:
+    its step's first one (at x) or a trial point x + t d of an iteration. `tick(rows)` makes
+    that evaluation for all `rows` in one objective call, wherever each is in its step, so
+    a problem that ends its step early can start the next while the others finish theirs
+    (the attack's loop does: every call then carries every running problem). `step()`
+    ticks until every running problem has ended one step, as LBFGS.step() does.
     """
 
     def __init__(self, f: Objective, x0: torch.Tensor, lr: float = 1.0, max_iter: int = 20,
@@ -95,90 +116,120 @@ class BatchedLBFGS(_Batched):
         self.prev_g = torch.zeros(k, n, **opts)
         self.prev_loss = torch.zeros(k, **opts)
         self.n_iter = torch.zeros(k, dtype=torch.long, device=x0.device)
+        # Where each problem is in its step.
+        longs = dict(dtype=torch.long, device=x0.device)
+        self.in_step = torch.zeros(k, dtype=torch.bool, device=x0.device)  # False: next is a step's first evaluation
+        self.it = torch.zeros(k, **longs)             # iteration within the step
+        self.evals_in_step = torch.zeros(k, **longs)
+        self.tries = torch.zeros(k, **longs)          # line-search trials of this iteration
+        self.gtd = torch.zeros(k, **opts)             # directional derivative of this iteration
+        self.x_before = x0.clone()                    # x at the step's start
 
-    # -- one LBFGS.step() per running problem ------------------------------------------------
     @torch.no_grad()
     def step(self) -> torch.Tensor:
         """Returns each problem's loss at the start of this step (as LBFGS.step() does)."""
         st = self.state
-        rows = torch.nonzero(st.running).squeeze(1)
-        if rows.numel() == 0:
-            return st.loss.clone()
-        rows_at_start, x_before = rows, st.x[rows].clone()
-        loss, g, ok = self._evaluate(rows, st.x[rows])
-        orig_loss = st.loss.clone()
-        rows, loss, g = rows[ok], loss[ok], g[ok]
-        converged = g.abs().amax(dim=1) <= self.tol_grad
-        st.status[rows[converged]] = CONVERGED
-        rows, loss, g = rows[~converged], loss[~converged], g[~converged]
-        evals_in_step = torch.ones_like(rows)
-        for it in range(self.max_iter):
+        pending, orig_loss = st.running.clone(), None
+        while True:
+            rows = torch.nonzero(pending & st.running).squeeze(1)
             if rows.numel() == 0:
                 break
-            rows, loss, g, evals_in_step = self._iteration(it, rows, loss, g, evals_in_step)
-        self._mark_stalled(rows_at_start, x_before)
-        return orig_loss
+            ended = self.tick(rows)
+            if orig_loss is None:
+                orig_loss = st.loss.clone()
+            pending[ended] = False
+        return st.loss.clone() if orig_loss is None else orig_loss
 
-    def _iteration(self, it, rows, loss, g, evals_in_step):
-        self.n_iter[rows] += 1
-        d = self._direction(rows, g)
-        self.prev_g[rows] = g
-        self.prev_loss[rows] = loss
-        first = self.n_iter[rows] == 1
+    @torch.no_grad()
+    def tick(self, rows: torch.Tensor) -> torch.Tensor:
+        """One objective call for `rows` (sorted, running); returns those that ended a step."""
+        st = self.state
+        starting = ~self.in_step[rows]
+        x = st.x[rows]
+        x_eval = torch.where(starting[:, None], x, x + self.t[rows, None] * self.d[rows])
+        loss, g = self.f(x_eval, rows)
+        st.evals[rows] += 1
+        self.evals_in_step[rows] += 1
+        self._note_initial(rows, loss)
+        ends = torch.zeros_like(starting)
+        # A step's first evaluation: torch's LBFGS.step() before its loop.
+        ok = self._accept(rows, x_eval, loss, g, starting)
+        self.x_before[rows[starting]] = x[starting]
+        converged = ok & (g.abs().amax(dim=1) <= self.tol_grad)
+        st.status[rows[converged]] = CONVERGED
+        ends |= starting & (~ok | converged)
+        begins = starting & ok & ~converged
+        self.it[rows[starting]] = 0
+        self.evals_in_step[rows[starting]] = 1
+        # A trial point of an iteration.
+        trial = ~starting
+        if self.line_search is None:
+            accepted = self._accept(rows, x_eval, loss, g, trial)
+            ended_iteration, finished = trial, trial & accepted
+        else:
+            finished, loss, g = self._backtrack(rows, trial, x_eval, loss, g)
+            accepted, ended_iteration = finished, finished
+        stop = ended_iteration & ~(finished & self._continues(rows, loss, g, accepted))
+        ends |= stop
+        going_on = ended_iteration & ~stop
+        self.it[rows[going_on]] += 1
+        begins |= going_on
+        ends |= self._begin_iteration(rows, begins, loss, g)
+        self.in_step[rows[begins]] = True
+        return self._end_steps(rows[ends])
+
+    def _backtrack(self, rows, trial, x_eval, loss, g, c1: float = 1e-4):
+        """Armijo backtracking per problem: a trial that decreases enough is taken; else the
+        step size halves, and after `max_ls` misses the problem keeps its point (a zero step,
+        which ends its step). Returns the rows whose line search finished, and the loss and
+        gradient each iteration goes on from."""
+        fin = torch.isfinite(loss) & torch.isfinite(g).all(dim=1)
+        loss0 = self.prev_loss[rows]
+        accept = trial & fin & (loss <= loss0 + c1 * self.t[rows] * self.gtd[rows])
+        self.state.x[rows[accept]] = x_eval[accept]
+        self.state.loss[rows[accept]] = loss[accept]
+        missed = trial & ~accept
+        self.tries[rows[missed]] += 1
+        self.t[rows[missed]] *= 0.5
+        gave_up = missed & (self.tries[rows] >= self.max_ls)
+        self.t[rows[gave_up]] = 0.0
+        loss = torch.where(gave_up, loss0, loss)
+        g = torch.where(gave_up[:, None], self.prev_g[rows], g)
+        return accept | gave_up, loss, g
+
+    def _continues(self, rows, loss, g, accepted):
+        """torch's tests at the end of an iteration: does the step go on?"""
+        opt_cond = g.abs().amax(dim=1) <= self.tol_grad
+        self.state.status[rows[accepted & opt_cond]] = CONVERGED
+        stop = opt_cond | (self.it[rows] == self.max_iter - 1) | (self.evals_in_step[rows] >= self.max_eval)
+        stop |= (self.d[rows] * self.t[rows, None]).abs().amax(dim=1) <= self.tol_change
+        stop |= (loss - self.prev_loss[rows]).abs() < self.tol_change
+        return ~stop
+
+    def _begin_iteration(self, rows, begins, loss, g):
+        """Direction and step size for the rows under `begins`; returns those that end their
+        step here (no descent, or torch's unevaluated last fixed step)."""
+        r, loss, g = rows[begins], loss[begins], g[begins]
+        ends = torch.zeros_like(begins)
+        if r.numel() == 0:
+            return ends
+        self.n_iter[r] += 1
+        d = self._direction(r, g)
+        self.prev_g[r], self.prev_loss[r] = g, loss
+        first = self.n_iter[r] == 1
         t = torch.where(first, torch.clamp(1.0 / g.abs().sum(dim=1), max=1.0) * self.lr,
                         torch.full_like(loss, self.lr))
         gtd = (g * d).sum(dim=1)
-        self.d[rows], self.t[rows] = d, t
-        keep = gtd <= -self.tol_change  # torch: "directional derivative below tolerance"
-        rows, loss, g, d, t, gtd, evals_in_step = (a[keep] for a in (rows, loss, g, d, t, gtd, evals_in_step))
-        if rows.numel() == 0:
-            return rows, loss, g, evals_in_step
-        prev_loss = loss
-        last = it == self.max_iter - 1
-        if self.line_search is None:
-            x_new = self.state.x[rows] + t[:, None] * d
-            if last:  # torch does not re-evaluate after the final iteration
-                self.state.x[rows] = x_new
-                return rows[:0], loss[:0], g[:0], evals_in_step[:0]
-            loss, g, ok = self._evaluate(rows, x_new)
-            evals_in_step = evals_in_step + 1
-        else:
-            loss, g, t, ok, used = self._backtrack(rows, loss, d, t, gtd)
-            self.t[rows] = t
-            evals_in_step = evals_in_step + used
-        opt_cond = g.abs().amax(dim=1) <= self.tol_grad
-        self.state.status[rows[ok & opt_cond]] = CONVERGED
-        stop = ~ok | opt_cond | last | (evals_in_step >= self.max_eval)
-        stop |= (d * t[:, None]).abs().amax(dim=1) <= self.tol_change
-        stop |= (loss - prev_loss).abs() < self.tol_change
-        return rows[~stop], loss[~stop], g[~stop], evals_in_step[~stop]
-
-    def _backtrack(self, rows, loss0, d, t, gtd, c1: float = 1e-4):
-        """Armijo backtracking per problem; a problem that finds no decrease keeps its point."""
-        x0 = self.state.x[rows].clone()
-        loss, g = loss0.clone(), torch.zeros_like(d)
-        ok = torch.ones_like(loss0, dtype=torch.bool)
-        done = torch.zeros_like(ok)
-        used = torch.zeros_like(rows)
-        for _ in range(self.max_ls):
-            idx = torch.nonzero(~done).squeeze(1)
-            if idx.numel() == 0:
-                break
-            trial_loss, trial_g = self.f(x0[idx] + t[idx, None] * d[idx], rows[idx])
-            fin = torch.isfinite(trial_loss) & torch.isfinite(trial_g).all(dim=1)
-            self.state.evals[rows[idx]] += 1
-            used[idx] += 1
-            accept = fin & (trial_loss <= loss0[idx] + c1 * t[idx] * gtd[idx])
-            hit = idx[accept]
-            loss[hit], g[hit], done[hit] = trial_loss[accept], trial_g[accept], True
-            self.state.x[rows[hit]] = x0[hit] + t[hit, None] * d[hit]
-            self.state.loss[rows[hit]] = trial_loss[accept]
-            t[idx[~accept]] *= 0.5
-        # No acceptable step: stay put (a zero step ends this problem's step below).
-        miss = ~done
-        t[miss] = 0.0
-        g[miss] = self.prev_g[rows[miss]]
-        return loss, g, t, ok, used
+        self.d[r], self.t[r], self.gtd[r] = d, t, gtd
+        no_descent = gtd > -self.tol_change  # torch: "directional derivative below tolerance"
+        unevaluated = torch.zeros_like(no_descent)
+        if self.line_search is None:  # torch does not evaluate after the final iteration
+            unevaluated = ~no_descent & (self.it[r] == self.max_iter - 1)
+            last = r[unevaluated]
+            self.state.x[last] += t[unevaluated, None] * d[unevaluated]
+        self.tries[r] = 0
+        ends[begins.nonzero().squeeze(1)[no_descent | unevaluated]] = True
+        return ends
 
     def _direction(self, rows, g):
         """-H g with each problem's own L-BFGS inverse-Hessian approximation H.
@@ -300,11 +351,15 @@ class BatchedLBFGS(_Batched):
         full[rows] = v
         return full
 
-    def _mark_stalled(self, rows, x_before):
-        """A problem whose whole step did not move sits at a fixed point of LBFGS: done."""
+    def _end_steps(self, rows):
+        """Close the step of `rows`: a problem whose whole step did not move sits at a fixed
+        point of LBFGS (done); the others start their next step at their next tick."""
         still = self.state.status[rows] == RUNNING
-        unmoved = (self.state.x[rows] == x_before).all(dim=1)
+        unmoved = (self.state.x[rows] == self.x_before[rows]).all(dim=1)
         self.state.status[rows[still & unmoved]] = STALLED
+        self.in_step[rows] = False
+        self.state.steps[rows] += 1
+        return rows
 
 
 class BatchedAdam(_Batched):
@@ -324,6 +379,7 @@ class BatchedAdam(_Batched):
     def step(self) -> torch.Tensor:
         st = self.state
         orig_loss = None
+        st.steps[st.running] += 1
         for _ in range(self.max_iter):
             rows = torch.nonzero(st.running).squeeze(1)
             if rows.numel() == 0:
@@ -380,6 +436,7 @@ class BatchedSignedAdam(_Batched):
     def step(self) -> torch.Tensor:
         st = self.state
         orig_loss = None
+        st.steps[st.running] += 1
         for _ in range(self.max_iter):
             rows = torch.nonzero(st.running).squeeze(1)
             if rows.numel() == 0:

@@ -1,7 +1,7 @@
 """Stop rules: each problem stops once its answer is settled, so the step budget goes to
 the problems whose verdict can still change. The published loop (attack=reference) has none.
 
-Checked after every optimizer step, on the problems still running:
+Checked on a running problem each time it ends a step of its own:
 - converged: the gradient-match loss fell below `converged_loss` x its initial loss (the
   reconstruction is exact; further steps polish digits far below any verdict);
 - stalled: its best loss improved by less than `stall_tolerance` (relative) over its last
@@ -15,7 +15,7 @@ Restarts are staggered (`restart_delay` = d > 0): restart r + 1 of a target star
 restart r has taken d steps or ended, and never once a restart of the target converged.
 A target settled by its first restart then costs one restart, not all of them, and every
 restart still gets the whole step budget: the loop runs steps + (restarts - 1) x d steps.
-Each problem records why and, when a rule stopped it, at which step of the loop.
+Each problem records why and, when a rule stopped it, after how many steps of its own.
 """
 from dataclasses import dataclass
 
@@ -59,8 +59,7 @@ class StopRules:
         self.taken = torch.zeros(k, dtype=torch.long, device=device)  # steps of its own
         self.trace = torch.full((k, steps + 1), torch.inf, device=device)  # best after each own step
         self.rule = torch.full((k,), -1, dtype=torch.long, device=device)  # index into RULES
-        self.step = torch.full((k,), -1, dtype=torch.long, device=device)
-        self.stepping = None  # the problems running when the current step began
+        self.step = torch.full((k,), -1, dtype=torch.long, device=device)  # own step it stopped at
 
     @property
     def loop_steps(self) -> int:
@@ -71,31 +70,24 @@ class StopRules:
         """Before the first step: with a delay, only each target's first restart runs."""
         if self.cfg.restart_delay > 0:
             state.status.view(-1, self.restarts)[:, 1:] = WAITING
-        self.stepping = state.status == RUNNING
 
-    def apply(self, step: int, state, initial_loss: torch.Tensor) -> None:
-        """After loop step `step`: stop the running problems a rule settles, start the
-        restarts that are due."""
-        if self.stepping is None:
-            self.stepping = torch.ones_like(self.best, dtype=torch.bool)
-        stepped = self.stepping
-        self.taken[stepped] += 1
+    def apply(self, ended: torch.Tensor, state, initial_loss: torch.Tensor) -> None:
+        """After the problems `ended` (indices) ended a step of their own (state.steps counts
+        them): stop those a rule settles, start the restarts that are due."""
+        self.taken = state.steps
         finite = torch.where(state.status == DIVERGED, torch.inf, state.loss.nan_to_num(torch.inf))
-        self.best = torch.minimum(self.best, finite.to(self.best.dtype))
-        rows = stepped.nonzero().squeeze(1)
-        self.trace[rows, self.taken[rows]] = self.best[rows]
-        running = state.status == RUNNING
+        self.best[ended] = torch.minimum(self.best[ended], finite[ended].to(self.best.dtype))
+        self.trace[ended, self.taken[ended].clamp(max=self.steps)] = self.best[ended]
+        judged = torch.zeros_like(self.best, dtype=torch.bool)
+        judged[ended] = True
         converged = self.best <= self.cfg.converged_loss * initial_loss.to(self.best.dtype)
-        self._stop(state, running & converged, 0, step)
+        self._stop(state, judged & converged, 0)
         s = self.cfg.stall_steps
-        then = self.trace.gather(1, (self.taken - s).clamp(min=0)[:, None]).squeeze(1)
+        then = self.trace.gather(1, (self.taken - s).clamp(min=0, max=self.steps)[:, None]).squeeze(1)
         stalled = (self.taken > s) & ((then - self.best) <= self.cfg.stall_tolerance * then)
-        self._stop(state, (state.status == RUNNING) & stalled, 1, step)
-        self._stop(state, (state.status == RUNNING) & self._losing(converged), 2, step)
-        out_of_budget = (state.status == RUNNING) & (self.taken >= self.steps)
-        state.status[out_of_budget] = STOPPED  # no rule: its reason is the budget
+        self._stop(state, judged & stalled, 1)
+        self._stop(state, judged & self._losing(converged), 2)
         self._start_due(state, converged)
-        self.stepping = state.status == RUNNING
 
     def _losing(self, converged: torch.Tensor) -> torch.Tensor:
         """Non-leaders of a settled target; after the warm-up, restarts far above the best
@@ -122,10 +114,11 @@ class StopRules:
         start = (status[:, 1:] == WAITING) & due & ~settled
         status[:, 1:][start] = RUNNING
 
-    def _stop(self, state, mask: torch.Tensor, rule: int, step: int) -> None:
+    def _stop(self, state, mask: torch.Tensor, rule: int) -> None:
+        mask = mask & (state.status == RUNNING)
         state.status[mask] = STOPPED
         self.rule[mask] = rule
-        self.step[mask] = step
+        self.step[mask] = self.taken[mask]
 
     def reasons(self, status: torch.Tensor) -> list[str]:
         """Why each problem ended: its rule, else the optimizer's own test, else the budget."""

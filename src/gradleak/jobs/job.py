@@ -147,8 +147,9 @@ def intercepted(cfg, test):
     their defended updates, the train split)."""
     from gradleak.victim.training import intercept_round, load_train_test, model_name
 
-    got, _ = intercept_round(cfg, cfg.attack.round, test)
-    train = load_train_test(cfg, test)[0]
+    splits = load_train_test(cfg, test)
+    got, _ = intercept_round(cfg, cfg.attack.round, splits)
+    train = splits[0]
     victim = build_model(model_name(cfg), train.shape[0], train.shape[1], train.num_classes)
     if any(True for _ in victim.buffers()):
         raise ConfigError(f"attack.round={cfg.attack.round}: the clients' BatchNorm statistics are "

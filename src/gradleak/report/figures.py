@@ -263,9 +263,9 @@ def write_rounds(summary: pd.DataFrame, targets: pd.DataFrame, out: Path) -> lis
     if table.empty:
         note("no rounds stage; skipping the leakage-against-round figure")
         return []
+    png, md = Path(out) / "fig_rounds.png", Path(out) / "table_rounds.md"
     fig = rounds.rounds_figure(table)
-    fig.savefig(Path(out) / "fig_rounds.png", dpi=150, bbox_inches="tight")
+    fig.savefig(png, dpi=150, bbox_inches="tight")
     plt.close(fig)
-    md = Path(out) / "table_rounds.md"
     md.write_text("# Leakage along one training run (the rounds stage)\n\n" + rounds.markdown_rounds(table))
-    return [Path(out) / "fig_rounds.png", md]
+    return [png, md]

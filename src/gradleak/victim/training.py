@@ -214,19 +214,19 @@ def _replay_curve(logger, curve: dict) -> None:
         log_epoch(logger, epoch, {k: curve[k][i] for k in CURVE_KEYS})
 
 
-def intercept_round(cfg, round: int, test: Split | None = None) -> tuple[dict, bool]:
+def intercept_round(cfg, round: int, splits: tuple[Split, Split] | None = None) -> tuple[dict, bool]:
     """(what the attacker intercepts at training step `round` of cfg's defended run, cached):
     params (the server's weights before the step), images [W, b, C, H, W], labels [W, b]
     and index [W, b] (each client's batch and its rows in load_train_test's train split),
     updates ([W, *p] per parameter: each client's defended update, as the server got it).
     The run is replayed with the same seed and stops after the step; its accuracy is
-    run_training's."""
+    run_training's. `splits`: load_train_test(cfg)'s, when the caller holds them."""
     check_train_config(cfg)
     defense = OmegaConf.to_container(cfg.defense, resolve=True)
     key = f"{training_key(cfg, defense)}-round{round}"
 
     def replay():
-        train, test_split = load_train_test(cfg, test)
+        train, test_split = splits if splits is not None else load_train_test(cfg)
         steps = cfg.train.epochs * (len(train) // cfg.train.batch_size)
         if round >= steps:
             raise TrainingConfigError(f"attack.round={round}: the run has {steps} training steps "
