@@ -52,10 +52,9 @@ def main():
 
     attack.optimizer.f = timed
     start, steps = time.perf_counter(), 0
-    for steps in range(1, attack.loop_steps + 1):
-        if not attack.optimizer.state.running.any():
-            break
+    while steps < attack.loop_steps and attack.optimizer.state.running.any():
         attack.advance()
+        steps += 1
     total = time.perf_counter() - start
     in_objective = sum(t for _, t in calls)
     exact = sum(t["success"] for t in attack.results())

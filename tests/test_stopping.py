@@ -35,7 +35,8 @@ def rules(**overrides):
 
 def fake_state(loss):
     loss = torch.tensor(loss, dtype=torch.float64)
-    return SimpleNamespace(loss=loss, status=torch.full(loss.shape, RUNNING), steps=torch.zeros(loss.shape, dtype=torch.long))
+    return SimpleNamespace(loss=loss, status=torch.full(loss.shape, RUNNING),
+                           steps=torch.zeros(loss.shape, dtype=torch.long))
 
 
 def fake_step(r, state, initial, budget=10**9):
