@@ -53,7 +53,7 @@ def test_idlg_attack_labels_and_reconstructions(digits):
 
 def test_restarts_keep_lowest_gradient_match_loss(digits):
     images, labels = targets_of(digits, 4, 1)
-    cfg = attack_cfg(restarts=3, steps=3)
+    cfg = attack_cfg(restarts=3, steps=3, stop={"restart_delay": 0})  # every restart runs
     attack = Attack(cfg, victim(), images, labels, NO_DEFENSE, seed=0, device=torch.device("cpu"))
     for _ in range(3):
         attack.optimizer.step()
