@@ -36,7 +36,7 @@ from gradleak.victim.gradients import last_linear_weight, per_sample_gradients, 
 
 @dataclass
 class Progress:
-    """What the attack records along the way, per optimizer step."""
+    """What the attack records along the way, per step of its loop."""
     step: list = field(default_factory=list)
     evals: list = field(default_factory=list)
     loss_median: list = field(default_factory=list)
@@ -48,7 +48,8 @@ class Progress:
 
 class AttackModule(pl.LightningModule):
     """Holds the frozen victim, the defended target gradients and the dummy data; each
-    training step is one optimizer step of every running problem."""
+    training step is one step of the attack's loop (Attack.advance): every running problem
+    ends at least one step of its own."""
 
     def __init__(self, attack: "Attack", steps: int, snapshot_steps: set[int]):
         super().__init__()

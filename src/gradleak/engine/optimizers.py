@@ -75,6 +75,7 @@ class _Batched:
         self.step()
         return rows
 
+
 class BatchedLBFGS(_Batched):
     """K independent torch.optim.LBFGS instances; `step()` is one LBFGS.step() for each.
 
