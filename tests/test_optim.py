@@ -3,7 +3,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gradleak.engine.optimizers import CONVERGED, DIVERGED, RUNNING, STOPPED, BatchedLBFGS
+from gradleak.engine.optimizers import CONVERGED, DIVERGED, RUNNING, STOPPED, WAITING, BatchedLBFGS
 from gradleak.engine.problems import DummyLayout, ProblemObjective
 from gradleak.engine.published import reference_dlg
 from gradleak.victim.data import load_split
@@ -116,8 +116,8 @@ def test_backtracking_never_increases_loss(problem):
 
 def test_frozen_problem_with_full_history_leaves_restarted_ones_alone(problem):
     """Problem 0 stops with a full, wrapped-around history while problems 1 and 2 restart
-    from an empty one: their iterations (which compute directions for all three, the
-    frozen one included) must equal a run of the two alone (first 3 steps, as above)."""
+    from an empty one: their iterations (problem 0's history leaves the buffer they read)
+    must equal a run of the two alone (first 3 steps, as above)."""
     model, layout, targets, x0 = problem
     rows = torch.arange(3)
     objective = ProblemObjective(model, layout, [t[rows] for t in targets], None)
@@ -144,6 +144,29 @@ def test_few_running_problems_drop_old_pairs_on_the_gathered_path(problem):
     traj, opt = batched_trajectory(model, layout, poisoned_targets, x0, rows, history_size=5)
     assert (opt.state.status[poisoned] == DIVERGED).all()
     assert rel_diff(traj[[3, 7], :3], clean[[3, 7], :3]) < TOL
+
+
+def test_a_problem_started_late_follows_its_run_alone(problem):
+    """A restart that starts after the others built their histories (WAITING, then RUNNING)
+    while another ends: the history buffer, which holds the running problems only, takes
+    the late one in with an empty history and lets the ended one go. The late one steps as
+    it does alone, the two that ran on step as in their run without the others."""
+    model, layout, targets, x0 = problem
+    objective = ProblemObjective(model, layout, [t[1:5] for t in targets], None)  # all take > 1 step
+    opt = BatchedLBFGS(objective, x0[1:5].clone())
+    opt.state.status[3] = WAITING
+    early = 1
+    for _ in range(early):
+        opt.step()
+    assert len(opt.W) == 3
+    opt.state.status[0], opt.state.status[3] = STOPPED, RUNNING
+    late = [opt.step()]
+    assert len(opt.W) == 3  # problem 0 out, problem 3 in
+    late = torch.stack(late + [opt.step() for _ in range(STEPS - 1)], dim=1)
+    alone, _ = batched_trajectory(model, layout, targets, x0, torch.tensor([4]))
+    assert rel_diff(late[3], alone[0]) < TOL
+    first_three, _ = batched_trajectory(model, layout, targets, x0, torch.arange(1, 4))
+    assert rel_diff(late[1:3, :STEPS - early], first_three[1:3, early:]) < TOL
 
 
 @pytest.mark.parametrize("line_search", [None, "backtracking"])

@@ -146,7 +146,7 @@ def test_staggered_restarts_start_in_turn_and_each_gets_the_whole_budget():
         fake_step(r, state, torch.ones(6, dtype=torch.float64), budget=steps)
     assert r.loop_steps == steps + 2 * delay
     assert [started[p] for p in range(6)] == [1, 1 + delay, 1 + 2 * delay] * 2
-    assert r.taken.tolist() == [steps] * 6
+    assert state.steps.tolist() == [steps] * 6
     assert r.reasons(state.status) == ["budget"] * 6
 
 
@@ -159,8 +159,8 @@ def test_a_target_settled_by_its_first_restart_never_starts_the_others():
     run_fake(r, state, lambda p, own: 1e-9 if p == 0 and own >= 2 else 0.5, r.loop_steps,
              torch.ones(6, dtype=torch.float64))
     assert r.reasons(state.status)[:3] == ["converged", "not_started", "not_started"]
-    assert r.taken.tolist()[:3] == [2, 0, 0]
-    assert r.taken.tolist()[3:] == [20, 20, 20]
+    assert state.steps.tolist()[:3] == [2, 0, 0]
+    assert state.steps.tolist()[3:] == [20, 20, 20]
 
 
 def test_a_late_restart_is_judged_against_its_siblings_at_the_same_age():
@@ -172,7 +172,7 @@ def test_a_late_restart_is_judged_against_its_siblings_at_the_same_age():
     run_fake(r, state, lambda p, own: (0.2 if p else 1.0) / own**2, 15, torch.ones(2, dtype=torch.float64))
     # at step 15 restart 1 is 5 steps old and above 1.5x restart 0's best now, but 5x below
     # what restart 0 had after 5 steps: both run on
-    assert int(r.taken[1]) == 5 and float(state.loss[1]) > 1.5 * float(state.loss[0])
+    assert int(state.steps[1]) == 5 and float(state.loss[1]) > 1.5 * float(state.loss[0])
     assert state.status.tolist() == [RUNNING, RUNNING]
     run_fake(r, state, lambda p, own: (0.2 if p else 1.0) / own**2 if p or own < 20 else 1 / 400, 10,
              torch.ones(2, dtype=torch.float64))

@@ -102,10 +102,15 @@ class BatchedLBFGS(_Batched):
         self.tol_grad, self.tol_change = tolerance_grad, tolerance_change
         self.line_search, self.max_ls = line_search, max_ls
         # Per-problem history as a ring buffer of (s, y) pairs: pair i (0 = oldest) sits in
-        # slot (start + i) % m of W [K, m, 2, n]. Its dot products live in SY/YY, kept in
-        # chronological order: YY[i, j] = y_i . y_j, and SY = the compact form's R, the upper
-        # triangle of s_i . y_j, with a unit diagonal where no pair is stored yet.
+        # slot (start + i) % m of the problem's row of W [live, m, 2, n]. Its dot products live
+        # in SY/YY, kept in chronological order: YY[i, j] = y_i . y_j, and SY = the compact
+        # form's R, the upper triangle of s_i . y_j, with a unit diagonal where no pair is stored yet.
+        # W, the one large buffer, holds only the running problems, in problem order (row
+        # `row_of[p]`; -1: none), so an iteration of all of them reads it in place; it is
+        # repacked when problems end or start (`_pack_history`).
         self.W = torch.zeros(k, history_size, 2, n, **opts)
+        self.live = torch.arange(k, device=x0.device)
+        self.row_of = torch.arange(k, device=x0.device)
         self.SY = torch.eye(history_size, **opts).repeat(k, 1, 1)
         self.YY = torch.zeros(k, history_size, history_size, **opts)
         self._spare_SY, self._spare_YY = self.SY.clone(), self.YY.clone()
@@ -145,6 +150,7 @@ class BatchedLBFGS(_Batched):
     def tick(self, rows: torch.Tensor) -> torch.Tensor:
         """One objective call for `rows` (sorted, running); returns those that ended a step."""
         st = self.state
+        self._pack_history()
         starting = ~self.in_step[rows]
         x = st.x[rows]
         x_eval = torch.where(starting[:, None], x, x + self.t[rows, None] * self.d[rows])
@@ -247,12 +253,13 @@ class BatchedLBFGS(_Batched):
         used = int(self.count[rows].max())
         if used == 0:
             return -g
-        if len(rows) < len(self.W) <= 3 * len(rows):
-            # Most problems take part: computing for all of them (zeros for the others)
-            # costs less than gathering their histories and matrices.
-            everyone = torch.arange(len(self.W), device=g.device)
-            Hg = self._inverse_hessian_times(everyone, self._pad(g, rows), self._pad(y, rows),
-                                             self._pad(added, rows), int(self.count.max()))[rows]
+        if len(rows) < len(self.live) <= 3 * len(rows):
+            # Most running problems take part: computing for all of them (zeros for the
+            # others) costs less than gathering their histories and matrices.
+            live = self.live
+            Hg = self._inverse_hessian_times(live, self._pad(g, rows), self._pad(y, rows),
+                                             self._pad(added, rows), int(self.count[live].max()))
+            Hg = Hg[self.row_of[rows]]
         else:
             Hg = self._inverse_hessian_times(rows, g, y, added, used)
         return torch.where(first[:, None], -g, -Hg)
@@ -285,7 +292,7 @@ class BatchedLBFGS(_Batched):
             return added
         full = self.count[r] == self.m
         slot = (self.start[r] + self.count[r]) % self.m  # == start when full: the oldest
-        self.W[r, slot, 0], self.W[r, slot, 1] = s[added], y[added]
+        self.W[self.row_of[r], slot, 0], self.W[self.row_of[r], slot, 1] = s[added], y[added]
         self._drop_oldest(r[full])
         self.start[r] = torch.where(full, (self.start[r] + 1) % self.m, self.start[r])
         self.count[r] = torch.clamp(self.count[r] + 1, max=self.m)
@@ -328,29 +335,48 @@ class BatchedLBFGS(_Batched):
         self.YY[r, j[:, None], i] = dots[:, :, 1, 1]
         self.YY[r, i, j[:, None]] = dots[:, :, 1, 1]
 
-    # History products for `rows` over the first `used` slots: `rows` is every problem (the
-    # buffer is used as is) or a few (their part is gathered; see `_direction`).
+    # History products for `rows` over the first `used` slots: `rows` is every running problem
+    # (W is read in place) or a few (their part is gathered; see `_direction`).
     def _history_dots(self, V, rows, used):
         """(s_i, y_i) . V[:, c] per slot i: V [k, c, n] -> [k, used, 2, c]. MKL streams the
         history fastest as W @ V^T for c = 2 (V @ W^T is 2x slower, c = 3 several times)."""
-        W = self._rows(self.W[:, :used], rows).flatten(1, 2)
-        return (W @ V.mT).unflatten(1, (used, 2))
+        return (self._history(rows, used) @ V.mT).unflatten(1, (used, 2))
 
     def _history_combine(self, coef, rows, used):
         """sum_i coef[:, i, 0] s_i + coef[:, i, 1] y_i: coef [k, used, 2] -> [k, n]."""
-        W = self._rows(self.W[:, :used], rows).flatten(1, 2)
-        return (coef.flatten(1)[:, None, :] @ W).squeeze(1)
+        return (coef.flatten(1)[:, None, :] @ self._history(rows, used)).squeeze(1)
+
+    def _history(self, rows, used):
+        """The (s, y) pairs of `rows` (sorted, unique, running) in their first `used` slots, as
+        [k, 2 used, n]: a view of W when they are all the running problems."""
+        W = self.W[:, :used] if len(rows) == len(self.W) else self.W[self.row_of[rows], :used]
+        return W.flatten(1, 2)
 
     def _rows(self, M, rows):
         """M[rows] without copying when every problem takes part (rows are sorted, unique)."""
         return M if len(rows) == len(M) else M[rows]
 
     def _pad(self, v, rows):
-        if len(rows) == self.W.shape[0]:
+        """v of `rows` in the running problems' order, zeros for the others."""
+        if len(rows) == len(self.live):
             return v
-        full = v.new_zeros((self.W.shape[0], *v.shape[1:]))
-        full[rows] = v
+        full = v.new_zeros((len(self.live), *v.shape[1:]))
+        full[self.row_of[rows]] = v
         return full
+
+    def _pack_history(self):
+        """Keep W's rows for the running problems only: after problems ended (their history is
+        never read again) or started (a restart, with an empty history)."""
+        running = torch.nonzero(self.state.running).squeeze(1)
+        if len(running) == len(self.live) and bool((running == self.live).all()):
+            return
+        rows = self.row_of[running]
+        had = rows >= 0
+        W = self.W.new_zeros((len(running), *self.W.shape[1:]))
+        W[had] = self.W[rows[had]]
+        self.W, self.live = W, running
+        self.row_of = torch.full_like(self.row_of, -1)
+        self.row_of[running] = torch.arange(len(running), device=running.device)
 
     def _end_steps(self, rows):
         """Close the step of `rows`: a problem whose whole step did not move sits at a fixed

@@ -56,7 +56,6 @@ class StopRules:
     def __init__(self, cfg, restarts: int, k: int, steps: int, device):
         self.cfg, self.restarts, self.steps = cfg, restarts, steps
         self.best = torch.full((k,), torch.inf, device=device)
-        self.taken = torch.zeros(k, dtype=torch.long, device=device)  # steps of its own
         self.trace = torch.full((k, steps + 1), torch.inf, device=device)  # best after each own step
         self.rule = torch.full((k,), -1, dtype=torch.long, device=device)  # index into RULES
         self.step = torch.full((k,), -1, dtype=torch.long, device=device)  # own step it stopped at
@@ -74,28 +73,28 @@ class StopRules:
     def apply(self, ended: torch.Tensor, state, initial_loss: torch.Tensor) -> None:
         """After the problems `ended` (indices) ended a step of their own (state.steps counts
         them): stop those a rule settles, start the restarts that are due."""
-        self.taken = state.steps
+        taken = state.steps  # each problem's own steps
         finite = torch.where(state.status == DIVERGED, torch.inf, state.loss.nan_to_num(torch.inf))
         self.best[ended] = torch.minimum(self.best[ended], finite[ended].to(self.best.dtype))
-        self.trace[ended, self.taken[ended].clamp(max=self.steps)] = self.best[ended]
+        self.trace[ended, taken[ended].clamp(max=self.steps)] = self.best[ended]
         judged = torch.zeros_like(self.best, dtype=torch.bool)
         judged[ended] = True
         converged = self.best <= self.cfg.converged_loss * initial_loss.to(self.best.dtype)
         self._stop(state, judged & converged, 0)
         s = self.cfg.stall_steps
-        then = self.trace.gather(1, (self.taken - s).clamp(min=0, max=self.steps)[:, None]).squeeze(1)
-        stalled = (self.taken > s) & ((then - self.best) <= self.cfg.stall_tolerance * then)
+        then = self.trace.gather(1, (taken - s).clamp(min=0, max=self.steps)[:, None]).squeeze(1)
+        stalled = (taken > s) & ((then - self.best) <= self.cfg.stall_tolerance * then)
         self._stop(state, judged & stalled, 1)
-        self._stop(state, judged & self._losing(converged), 2)
+        self._stop(state, judged & self._losing(converged, taken), 2)
         self._start_due(state, converged)
 
-    def _losing(self, converged: torch.Tensor) -> torch.Tensor:
+    def _losing(self, converged: torch.Tensor, taken: torch.Tensor) -> torch.Tensor:
         """Non-leaders of a settled target; after the warm-up, restarts far above the best
         loss their target's best restart had after as many steps of its own."""
         per_target = self.best.view(-1, self.restarts)
         is_leader = per_target == per_target.min(dim=1, keepdim=True).values
         settled = converged.view(-1, self.restarts).any(dim=1, keepdim=True)
-        taken = self.taken.view(-1, self.restarts)
+        taken = taken.view(-1, self.restarts)
         # [targets, p, s]: restart s's best after min(taken_p, taken_s) steps of its own
         at = torch.minimum(taken[:, :, None], taken[:, None, :])
         trace = self.trace.view(len(taken), self.restarts, -1)
@@ -109,7 +108,7 @@ class StopRules:
         status = state.status.view(-1, self.restarts)
         settled = converged.view(-1, self.restarts).any(dim=1, keepdim=True)
         previous = status[:, :-1]
-        due = (previous != WAITING) & ((previous != RUNNING) | (self.taken.view(-1, self.restarts)[:, :-1]
+        due = (previous != WAITING) & ((previous != RUNNING) | (state.steps.view(-1, self.restarts)[:, :-1]
                                                                 >= self.cfg.restart_delay))
         start = (status[:, 1:] == WAITING) & due & ~settled
         status[:, 1:][start] = RUNNING
@@ -118,7 +117,7 @@ class StopRules:
         mask = mask & (state.status == RUNNING)
         state.status[mask] = STOPPED
         self.rule[mask] = rule
-        self.step[mask] = self.taken[mask]
+        self.step[mask] = state.steps[mask]
 
     def reasons(self, status: torch.Tensor) -> list[str]:
         """Why each problem ended: its rule, else the optimizer's own test, else the budget."""
