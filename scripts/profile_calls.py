@@ -1,23 +1,29 @@
 """Where our default attack's time goes: its objective calls by how many problems each
 evaluates (the batched engine pays per call as well as per problem).
 
-Runs conf/attack/dlg.yaml on the first `--targets` test images of the dataset (undefended,
-the same LeNet and targets as scripts/bench.py's time-to-verdict part) and prints the
-steps, calls, evaluations, the objective's share of the time and, per call size, the
-calls and their time.
+Runs conf/attack/dlg.yaml, with any `key=value` overrides of it, on the first `--targets`
+test images of the dataset (undefended, the same LeNet and targets as scripts/bench.py's
+time-to-verdict part) and prints the verdicts (exact, with their 95% Wilson interval, and
+the median PSNR), why the problems stopped, the steps, calls, evaluations, the objective's
+share of the time and, per call size, the calls and their time.
 
     python scripts/profile_calls.py --data-dir ../shared/data
-    python scripts/profile_calls.py --data-dir ../shared/data --restart-delay 0
+    python scripts/profile_calls.py --data-dir ../shared/data stop.restart_delay=0
+    python scripts/profile_calls.py --dataset npz --path ../shared/data/subsets/cifar100_test_first20.npz \
+        --targets 20 --threads 1 stop.converged_loss=3e-8
 """
 import argparse
 import collections
 import os
+import statistics
 import time
 
 import torch
 from bench import default_attack_config, load_images
 
 from gradleak.engine.attack import Attack
+from gradleak.engine.quality import wilson
+from gradleak.engine.stopping import StopRules
 from gradleak.victim.models import LeNet
 
 SIZES = (1, 8, 32, 64, 192, 1024, 10**9)
@@ -29,18 +35,16 @@ def main():
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-dir", default=os.environ.get("GRADLEAK_DATA_DIR", "data"))
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    p.add_argument("--restart-delay", type=int, default=None, help="attack.stop.restart_delay (default: the config's)")
-    p.add_argument("--compile", action="store_true", help="attack.compile=true")
+    p.add_argument("--path", default=None,
+                   help="the image set of --dataset npz or imagefolder (all of it is the test split)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", help="conf/attack/dlg.yaml keys, e.g. stop.converged_loss=3e-8 restarts=2")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     images, labels, test = load_images(args, args.targets)
     model = LeNet(test.shape[0], test.shape[1], test.num_classes).eval()
-    cfg = default_attack_config()
-    if args.restart_delay is not None:
-        cfg.stop.restart_delay = args.restart_delay
-    cfg.compile = cfg.compile or args.compile
+    cfg = default_attack_config(args.overrides)
     attack = Attack(cfg, model, images, labels, lambda g, **_: g, args.seed, torch.device("cpu"))
     calls, objective = [], attack.optimizer.f
 
@@ -57,8 +61,16 @@ def main():
         steps += 1
     total = time.perf_counter() - start
     in_objective = sum(t for _, t in calls)
-    exact = sum(t["success"] for t in attack.results())
-    print(f"targets: {args.targets} x {cfg.restarts} restarts, exact {exact}/{args.targets}")
+    results = attack.results()
+    exact = sum(t["success"] for t in results)
+    low, high = wilson(exact, len(results))
+    state = attack.optimizer.state
+    reasons = attack.stop_rules.reasons(state.status) if attack.stop_rules else StopRules.own_reasons(state.status)
+    print(f"attack: {' '.join(args.overrides) or 'conf/attack/dlg.yaml'}")
+    psnr = statistics.median(t["psnr"] for t in results)
+    print(f"targets: {len(results)} x {cfg.restarts} restarts, exact (MSE < {cfg.success_mse:g}) {exact}/{len(results)}"
+          f" (95% Wilson {100 * low:.0f}-{100 * high:.0f}%), median PSNR {psnr:.1f} dB")
+    print("problems stopped by: " + ", ".join(f"{r} {n}" for r, n in collections.Counter(reasons).most_common()))
     print(f"steps: {steps}  calls: {len(calls)}  evals: {sum(n for n, _ in calls)}")
     print(f"seconds: {total:.1f} (objective {in_objective:.1f}, the rest {total - in_objective:.1f})")
     by_size = collections.defaultdict(lambda: [0, 0.0])
