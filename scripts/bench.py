@@ -30,6 +30,7 @@ import time
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError
 
 from gradleak.engine.attack import Attack
 from gradleak.engine.labels import idlg_labels
@@ -181,7 +182,13 @@ def peak_memory_mb(device) -> float:
 def default_attack_config(overrides=()):
     """conf/attack/dlg.yaml as the job composes it (the default attack), with `key=value` overrides."""
     cfg = OmegaConf.load(os.path.join(ROOT, "conf", "attack", "dlg.yaml"))
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    OmegaConf.set_struct(cfg, True)  # a misspelt key is an error, not a key silently added
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except ConfigKeyError as exc:
+        sys.exit(f"error: {' '.join(overrides)}: {exc.msg.splitlines()[0]} (keys: conf/attack/dlg.yaml)")
+    OmegaConf.set_struct(cfg, False)
+    return cfg
 
 
 def time_to_verdict(args, device, n_ref: int, k: int) -> dict:

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -15,6 +17,11 @@ def test_overrides_change_only_the_keys_they_name():
     assert cfg.restarts == 1 and cfg.stop.converged_loss == 3e-8
     assert cfg.stop.stall_steps == 20 and cfg.stop.enabled is True  # the rest of stop: kept
     assert default_attack_config().restarts == 3
+
+
+def test_a_misspelt_override_is_an_error():
+    with pytest.raises(SystemExit, match="restart=1: Key 'restart' is not in struct"):
+        default_attack_config(["restart=1"])
 
 
 def test_profile_calls_runs_the_attack_it_is_given():
