@@ -229,7 +229,7 @@ def time_to_verdict(args, device, n_ref: int, k: int) -> dict:
     return {"ref_s_per_target": ref_s / n_ref, "our_s_per_target": our_s / k,
             "ref_ok": sum(ref_ok) / n_ref, "our_ok_same": sum(our_ok[:n_ref]) / n_ref,
             "our_ok_all": sum(our_ok) / k, "our_evals": int(ours.optimizer.state.evals.sum()),
-            "ref_evals": sum(r.evals for r in refs)}
+            "ref_evals": sum(r.evals for r in refs), "our_restarts": cfg.restarts}
 
 
 def main():
@@ -264,7 +264,7 @@ def main():
     for key, value in [
         ("verdict_reference_images", f"{n_verdict} x {REFERENCE_STEPS} steps ({v['ref_evals']} evals)"),
         ("verdict_ours_attack", " ".join(["conf/attack/dlg.yaml", *args.ours])),
-        ("verdict_ours_targets", f"{max(args.verdict_targets, n_verdict)} x {default_attack_config(args.ours).restarts}"
+        ("verdict_ours_targets", f"{max(args.verdict_targets, n_verdict)} x {v['our_restarts']}"
                                  f" restarts ({v['our_evals']} evals)"),
         ("reference_seconds_per_target", f"{v['ref_s_per_target']:.2f}"),
         ("ours_seconds_per_target", f"{v['our_s_per_target']:.2f}"),

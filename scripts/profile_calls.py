@@ -23,7 +23,6 @@ from bench import default_attack_config, load_images
 
 from gradleak.engine.attack import Attack
 from gradleak.engine.quality import wilson
-from gradleak.engine.stopping import StopRules
 from gradleak.victim.models import LeNet
 
 SIZES = (1, 8, 32, 64, 192, 1024, 10**9)
@@ -64,8 +63,7 @@ def main():
     results = attack.results()
     exact = sum(t["success"] for t in results)
     low, high = wilson(exact, len(results))
-    state = attack.optimizer.state
-    reasons = attack.stop_rules.reasons(state.status) if attack.stop_rules else StopRules.own_reasons(state.status)
+    reasons = attack.stop_reasons()
     print(f"attack: {' '.join(args.overrides) or 'conf/attack/dlg.yaml'}")
     psnr = statistics.median(t["psnr"] for t in results)
     print(f"targets: {len(results)} x {cfg.restarts} restarts, exact (MSE < {cfg.success_mse:g}) {exact}/{len(results)}"
