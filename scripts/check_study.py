@@ -1,11 +1,15 @@
-"""Check that the committed study is the committed code's: dvc.lock against the working tree.
+"""Check that the committed study is the committed code's, judged by what the code does.
 
-    python scripts/check_study.py      # exit 1, saying what changed, when a rerun is due
+    python scripts/check_study.py      # exit 1, naming the stages to rerun, when a rerun is due
 
-Fails when a dependency of a study stage (code, config, params, command) changed since
-dvc.lock was written, or when docs/figures no longer is what dvc.lock says the figures
-stage produced. results/ stays out of git, so its absence (a fresh clone) or local
-changes there are not failures. .ci/run runs this before the tests.
+Two checks. The behaviour fingerprint (scripts/fingerprint.py): every job's config and the
+probes of the code the study's jobs run, compared with docs/fingerprint (configs exactly,
+probe numbers within a stated tolerance), so a docstring, a rename or a new column of a
+summary passes and a change that can move a number fails. Then dvc.lock against the working
+tree: the sweep stages depend on docs/fingerprint and params.yaml, the report stages on their
+code, and docs/figures must be what the figures stage produced. results/ stays out of git,
+so its absence (a fresh clone) or local changes there are not failures. .ci/run runs this
+before the tests.
 """
 import json
 import subprocess
@@ -45,6 +49,7 @@ def problems(status: dict) -> list[str]:
 
 
 def main() -> int:
+    behaviour = subprocess.run([sys.executable, str(ROOT / "scripts" / "fingerprint.py")], cwd=ROOT)
     if not (ROOT / "dvc.lock").exists():
         print(f"check_study: dvc.lock is missing; run\n    {RERUN}", file=sys.stderr)
         return 1
@@ -54,8 +59,9 @@ def main() -> int:
         for line in found:
             print(f"  {line}", file=sys.stderr)
         print(f"rerun the study:\n    {RERUN}", file=sys.stderr)
+    if found or behaviour.returncode:
         return 1
-    print("check_study: dvc.lock matches the code, configs, params and docs/figures")
+    print("check_study: dvc.lock matches the fingerprint, params, report code and docs/figures")
     return 0
 
 

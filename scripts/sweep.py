@@ -1,10 +1,10 @@
-"""Run one stage of the defense study (dvc.yaml) as a Hydra multirun of run.py.
+"""Run one stage of the defense study (dvc.yaml) as Hydra multiruns of run.py.
 
     python scripts/sweep.py noise        # -> results/sweeps/noise/<n>_<overrides>/metrics.json
 
-The study is a Hydra config: conf/study/<profile>.yaml (seeds, dataset, attack and
-training sizes) composed with conf/study/stages.yaml (the grids); params.yaml names the
-profile. Jobs run in parallel on every core (Hydra's joblib launcher).
+Which sweeps a stage runs is gradleak.jobs.study's (conf/study/<profile>.yaml composed with
+conf/study/stages.yaml; params.yaml names the profile). Jobs run in parallel on every core
+(Hydra's joblib launcher).
 """
 import argparse
 import os
@@ -13,20 +13,11 @@ import sys
 from pathlib import Path
 
 import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+
+from gradleak.jobs.study import load_study, stage_sweeps
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "results" / "sweeps"
-STUDY_DIR = ROOT / "conf" / "study"
-SURVEYS = ("datasets", "batch")  # sized by the profile's survey, attack only
-ROUNDS = "rounds"  # attacks rounds of the profile's training (the profile's `rounds`)
-
-
-def load_study(profile: str):
-    """conf/study/<profile>.yaml, composed through Hydra's compose API."""
-    with initialize_config_dir(config_dir=str(STUDY_DIR), version_base="1.3"):
-        return compose(config_name=profile)
 
 
 def main() -> int:
@@ -35,44 +26,17 @@ def main() -> int:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     args = parser.parse_args()
     params = yaml.safe_load(args.params.read_text())
-    study = load_study(params["profile"])
     data_dir = os.environ.get("GRADLEAK_DATA_DIR", params["data_dir"])
-    out = SWEEPS / args.stage
-    survey = args.stage in SURVEYS
-    size = study.survey if survey else study
-    seeds = "seed=" + ",".join(map(str, size.seeds))
-    if args.stage == "datasets":
-        return run_datasets(study, data_dir, seeds, out)
-    if args.stage not in study.stages:
-        print(f"sweep: stage={args.stage}: allowed datasets, {', '.join(study.stages)}", file=sys.stderr)
+    try:
+        sweeps = stage_sweeps(load_study(params["profile"]), args.stage, root=ROOT)
+    except KeyError as exc:
+        print(f"sweep: {exc.args[0]}", file=sys.stderr)
         return 2
-    train = [] if survey else list(study.train)
-    sizes = [f"dataset={study.dataset}", *size.attack, *train, seeds]
-    if args.stage == ROUNDS:  # the training's rounds and clients the profile names
-        sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)), f"attack.num_targets={study.rounds.clients}"]
-    grids = study.stages[args.stage]
-    if not isinstance(grids, DictConfig):  # one sweep, or named sweeps in out/<name>
-        return multirun([*grids, *sizes], data_dir, out)
-    failures = sum(multirun([*grid, *sizes], data_dir, out / name) != 0 for name, grid in grids.items())
-    return int(failures > 0)
-
-
-def run_datasets(study, data_dir, seeds, out: Path) -> int:
-    """Undefended attack on every dataset that loads here; one sub-sweep per dataset."""
-    jobs = {name: [f"dataset={name}"] for name in study.datasets}
-    jobs.update({name: list(overrides) for name, overrides in study.extra_datasets.items()
-                 if _path_exists(overrides)})
     failures = 0
-    for name, overrides in jobs.items():
-        rc = multirun([*overrides, "defense=none", *study.survey.attack, seeds], data_dir, out / name,
-                      skip_missing=True)
-        failures += rc not in (0, 2)
+    for sweep in sweeps:
+        rc = multirun(list(sweep.overrides), data_dir, SWEEPS / args.stage / sweep.folder, sweep.skip_missing)
+        failures += rc != 0 and not (rc == 2 and sweep.skip_missing)
     return int(failures > 0)
-
-
-def _path_exists(overrides) -> bool:
-    paths = [o.split("=", 1)[1] for o in overrides if o.startswith("path=")]
-    return all((ROOT / p).exists() for p in paths)
 
 
 def parallel_jobs() -> list[str]:

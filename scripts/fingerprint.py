@@ -1,0 +1,75 @@
+"""The study gate's behaviour fingerprint (gradleak/gate): probe this checkout's code, compare
+with the committed docs/fingerprint/<stage>.json, or record it.
+
+    python scripts/fingerprint.py            # exit 1, naming the stages to rerun, when they differ
+    python scripts/fingerprint.py --write    # record the stages that differ (then: dvc repro)
+    python scripts/fingerprint.py --coverage # the probes' line coverage of what the study runs
+
+The probed code is this checkout's src/ (put first on sys.path), whatever is installed.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # noqa: E402 - probe this checkout, not an installed copy
+
+from gradleak.gate import fingerprint as fp  # noqa: E402
+
+RERUN = "GRADLEAK_DATA_DIR=../shared/data dvc repro"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="record the stages whose fingerprint moved")
+    parser.add_argument("--coverage", action="store_true", help="report the probes' line coverage")
+    parser.add_argument("--workers", type=int, default=0, help="probe processes (default: up to 2)")
+    args = parser.parse_args()
+    if args.coverage:
+        from gradleak.gate.coverage import report
+
+        return report(ROOT, profile())
+    return check(ROOT, write=args.write, workers=args.workers)
+
+
+def profile() -> str:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())["profile"]
+
+
+def check(root: Path, write: bool = False, workers: int = 0) -> int:
+    """Compare (or record) every stage; returns 1 when a stage's committed results are not this code's."""
+    start = time.perf_counter()
+    fresh = fp.fingerprint(profile(), workers)
+    moved = {}
+    for stage, data in fresh.items():
+        lines = fp.differences(fp.read(root, stage), data)
+        if lines:
+            moved[stage] = lines
+            if write:
+                fp.write(root, stage, data)
+    wall = time.perf_counter() - start
+    probes = len({n for d in fresh.values() for n in d["probes"]})
+    jobs = sum(len(d["jobs"]) for d in fresh.values())
+    if not moved:
+        print(f"fingerprint: {jobs} jobs and {probes} probes agree with docs/fingerprint "
+              f"(tolerance {fp.RTOL:g} relative, {fp.ATOL:g} absolute; {wall:.0f} s)")
+        return 0
+    out = sys.stdout if write else sys.stderr
+    for stage, lines in moved.items():
+        print(f"sweep@{stage}: {len(lines)} change(s), e.g.", file=out)
+        for line in lines[:5]:
+            print(f"  {line}", file=out)
+    stages = " ".join(f"sweep@{s}" for s in moved)
+    if write:
+        print(f"fingerprint: recorded {stages}; rerun them:\n    {RERUN}")
+        return 0
+    print(f"fingerprint: the committed results of {stages} are not this code's; record and rerun:\n"
+          f"    python scripts/fingerprint.py --write && {RERUN}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
