@@ -7,6 +7,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """`-m fast` replaces addopts' `-m 'not slow'`, so a test marked both would run in the fast tier."""
+    both = [item.nodeid for item in items if item.get_closest_marker("fast") and item.get_closest_marker("slow")]
+    if both:
+        raise pytest.UsageError(f"a test is either fast or slow, not both: {', '.join(both)}")
+
+
 def _shared_data() -> Path | None:
     path = Path(os.environ.get("GRADLEAK_TEST_DATA", ROOT.parent / "shared" / "data"))
     return path if (path / "MNIST" / "raw").is_dir() else None

@@ -36,6 +36,7 @@ def targets_of(split, t, b):
     return split.images[:t * b].reshape(t, b, 1, 8, 8), split.labels[:t * b].reshape(t, b)
 
 
+@pytest.mark.fast
 def test_idlg_rule_recovers_every_label(digits):
     images, labels = targets_of(digits, 64, 1)
     model = victim()
@@ -43,6 +44,7 @@ def test_idlg_rule_recovers_every_label(digits):
     assert torch.equal(idlg_labels(model, grads), labels[:, 0])
 
 
+@pytest.mark.fast
 def test_idlg_attack_labels_and_reconstructions(digits):
     images, labels = targets_of(digits, 8, 1)
     out = run_attack(attack_cfg(labels="idlg", steps=60), victim(), images, labels, NO_DEFENSE, seed=0,
@@ -51,6 +53,7 @@ def test_idlg_attack_labels_and_reconstructions(digits):
     assert sum(t["success"] for t in out.targets) >= 7
 
 
+@pytest.mark.fast
 def test_restarts_keep_lowest_gradient_match_loss(digits):
     images, labels = targets_of(digits, 4, 1)
     cfg = attack_cfg(restarts=3, steps=3, stop={"restart_delay": 0})  # every restart runs
@@ -64,6 +67,7 @@ def test_restarts_keep_lowest_gradient_match_loss(digits):
     assert [r["loss"] for r in results] == pytest.approx(loss.min(dim=1).values.tolist())
 
 
+@pytest.mark.fast
 def test_batch_of_images_is_matched_before_metrics(digits):
     images, labels = targets_of(digits, 2, 4)
     attack = Attack(attack_cfg(batch_size=4, steps=0), victim(), images, labels, NO_DEFENSE, seed=0,
@@ -74,6 +78,7 @@ def test_batch_of_images_is_matched_before_metrics(digits):
     assert all(r["mse"] == 0.0 and r["success"] for r in results)
 
 
+@pytest.mark.fast
 def test_diverged_target_is_a_failure_not_a_crash(digits):
     images, labels = targets_of(digits, 3, 1)
     attack = Attack(attack_cfg(steps=2), victim(), images, labels, NO_DEFENSE, seed=0,

@@ -6,6 +6,8 @@ import pytest
 
 from gradleak.report import claims
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.mark.parametrize("lo,hi,expected", [
     (50.0, 100.0, "leaks"), (49.9, 100.0, "partly"), (0.0, 10.0, "defends"), (0.0, 10.1, "partly"),

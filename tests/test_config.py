@@ -8,9 +8,11 @@ from omegaconf import DictConfig
 from gradleak.checks import ConfigError
 from gradleak.jobs.config import validate
 from gradleak.jobs.preflight import preflight
-from gradleak.victim.data import DatasetError
+from gradleak.victim.data import DatasetError, load_split
+from gradleak.victim.training import training_steps
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+MNIST_TRAIN_IMAGES = 60_000
 
 
 def composed(*overrides):
@@ -20,6 +22,7 @@ def composed(*overrides):
     return cfg
 
 
+@pytest.mark.fast
 def test_defaults_attack_digits_undefended():
     cfg = composed()
     assert (cfg.dataset.name, cfg.model.name, cfg.defense.name, cfg.train.name) == ("digits", "lenet", "none", "none")
@@ -28,15 +31,18 @@ def test_defaults_attack_digits_undefended():
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "attack").glob("*.yaml")))
+@pytest.mark.fast
 def test_every_attacker_sets_every_schema_key(name):
     a = composed(f"attack={name}", "defense=prune", "attack.adaptive=true").attack  # MISSING would fail
     assert a.name == {"adaptive": "dlg"}.get(name, name) and a.adaptive is True
 
 
+@pytest.mark.fast
 def test_attack_adaptive_is_dlg_through_the_defense():
     assert composed("attack=adaptive").attack == composed("attack=dlg", "attack.adaptive=true").attack
 
 
+@pytest.mark.fast
 def test_adaptive_attack_on_a_defense_without_adaptive_form_is_one_line(monkeypatch):
     import dataclasses
 
@@ -49,6 +55,7 @@ def test_adaptive_attack_on_a_defense_without_adaptive_form_is_one_line(monkeypa
         composed("defense=prune", "attack.adaptive=true")
 
 
+@pytest.mark.fast
 def test_ig_defaults_are_the_published_ones():
     a = composed("attack=ig").attack
     assert (a.optimizer, a.match, a.lr, a.tv, a.labels, a.restarts) == ("signed_adam", "cosine", 0.1, 1e-4, "auto", 1)
@@ -62,15 +69,18 @@ def test_ig_defaults_are_the_published_ones():
     (["defense=precision", "precision=int8"], {"name": "precision", "precision": "int8"}),
     (["defense=precision", "precision=bf16"], {"name": "precision", "precision": "bf16"}),
 ])
+@pytest.mark.fast
 def test_defense_knobs(overrides, expected):
     assert dict(composed(*overrides).defense) == expected
 
 
 @pytest.mark.parametrize("name", ["digits", "mnist", "fashionmnist", "cifar10", "cifar100", "svhn", "lfw"])
+@pytest.mark.fast
 def test_dataset_options(name):
     assert composed(f"dataset={name}").dataset.name == name
 
 
+@pytest.mark.fast
 def test_user_dataset_knob_path():
     cfg = composed("dataset=npz", "path=/some/file.npz")
     assert cfg.dataset.path == "/some/file.npz"
@@ -85,11 +95,29 @@ def study_sweeps(profile: str):
         size = study.survey if stage == "batch" else study
         sizes = [*size.attack, *([] if stage == "batch" else study.train), "dataset=digits",
                  "seed=" + ",".join(map(str, size.seeds))]
-        if stage == "rounds":
-            sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)),
+        if stage == "rounds":  # the profile's rounds are steps of its dataset's run (the next test)
+            sizes += ["attack.round=" + ",".join(map(str, digits_rounds(study))),
                       f"attack.num_targets={study.rounds.clients}"]
         for grid in grids.values() if isinstance(grids, DictConfig) else [grids]:
             yield stage, ["-m", *grid, *sizes]
+
+
+def digits_rounds(study) -> list[int]:
+    """Where the profile's rounds are in its training (first step, one epoch in, last step),
+    in the same training on the bundled digits: a shorter run (preflight checks the round)."""
+    cfg = composed(*study.train, "dataset=digits")
+    steps = training_steps(cfg, len(load_split(cfg.dataset, "train")))
+    return [0, steps // cfg.train.epochs, steps - 1]
+
+
+@pytest.mark.fast
+def test_the_study_rounds_are_steps_of_its_training_run():
+    with initialize_config_dir(config_dir=str(CONF / "study"), version_base="1.3"):
+        study = compose(config_name="smoke")
+    assert study.dataset == "mnist"
+    cfg = composed(*study.train, f"dataset={study.dataset}")
+    steps = training_steps(cfg, MNIST_TRAIN_IMAGES)
+    assert list(study.rounds.at) == [0, steps // cfg.train.epochs, steps - 1] == [0, 312, 3119]
 
 
 def test_every_study_job_is_valid_and_every_defense_meets_three_attackers():
@@ -106,6 +134,7 @@ def test_every_study_job_is_valid_and_every_defense_meets_three_attackers():
                          "dpsgd": {"dlg", "ig", "adaptive"}, "batch": set(), "rounds": {"dlg", "adaptive"}}
 
 
+@pytest.mark.fast
 def test_exact_sweep_syntax_expands_to_three_jobs():
     n = preflight(["-m", "defense=noise", "scale=1e-4,1e-3,1e-2"], CONF)
     assert n == 3
@@ -132,6 +161,7 @@ def test_exact_sweep_syntax_expands_to_three_jobs():
     (["attack=ig", "attack.tv=-1"], "attack.tv=-1.0: allowed range is 0 <= attack.tv"),
     (["defense=noise", "scale=1e-4,1e-3"], "a list of values is a sweep; add -m"),
 ])
+@pytest.mark.fast
 def test_bad_input_is_one_clear_line(argv, message):
     with pytest.raises(ConfigError) as err:
         preflight(argv, CONF)
@@ -139,6 +169,25 @@ def test_bad_input_is_one_clear_line(argv, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("train,steps", [
+    (["train=smoke"], 220),  # 10 epochs x 22 whole batches of 64 of digits' 1,437 train images
+    (["train=smoke", "train.epochs=2", "train.batch_size=128"], 22),  # 2 x 11
+    (["train=smoke", "train.max_train_images=640"], 100),  # the split cut first: 10 x 10
+])
+@pytest.mark.fast
+def test_attack_round_beyond_the_training_run_is_one_line_before_any_work(train, steps):
+    assert training_steps(composed(*train), 1437) == steps
+    assert preflight([*train, f"attack.round={steps - 1}"], CONF) == 1  # the last step
+    for bad in (steps, 999999):
+        with pytest.raises(ConfigError) as err:
+            preflight([*train, f"attack.round={bad}"], CONF)
+        assert str(err.value) == (f"attack.round={bad}: train=smoke on dataset=digits has {steps} training steps;"
+                                  f" allowed attack.round=0..{steps - 1}")
+    with pytest.raises(ConfigError, match=f"^attack.round={steps}: "):  # in a sweep, the job that is wrong
+        preflight(["-m", *train, f"attack.round=0,{steps - 1},{steps}"], CONF)
+
+
+@pytest.mark.fast
 def test_missing_dataset_names_folder_and_files(tmp_path):
     with pytest.raises(DatasetError) as err:
         preflight(["dataset=mnist", f"data_dir={tmp_path}"], CONF)

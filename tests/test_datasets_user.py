@@ -9,6 +9,8 @@ from PIL import Image
 
 from gradleak.victim.data import DatasetError, load_split
 
+pytestmark = pytest.mark.fast
+
 LFW = "subsets/lfw_people70_first10/lfw"
 CIFAR100 = "subsets/cifar100_test_first20.npz"
 

@@ -8,6 +8,8 @@ from gradleak.victim.defenses.noise import add_noise, noise_variance
 from gradleak.victim.defenses.precision import lower_precision
 from gradleak.victim.defenses.prune import prune
 
+pytestmark = pytest.mark.fast
+
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)

@@ -16,6 +16,8 @@ from gradleak.victim.gradients import per_sample_gradients, shared_gradients
 from gradleak.victim.models import LeNet
 from gradleak.victim.training import run_training
 
+pytestmark = pytest.mark.fast
+
 torch.set_num_threads(1)
 
 

@@ -86,3 +86,12 @@ def test_bad_input_exits_2_with_one_line_and_no_run(run_py, args, message):
     assert "Traceback" not in res.stderr + res.stdout
     assert not (run_py.dir / "mlflow.db").exists()
     assert not (tmp / "no_data").exists()  # a failed download leaves no empty folders behind
+
+
+def test_attack_round_beyond_the_training_run_exits_2_before_training(run_py):
+    res = run_py("train=smoke", "attack.round=999999", timeout=120)  # training and replay: minutes
+    assert res.returncode == 2
+    assert res.stderr == ("error: attack.round=999999: train=smoke on dataset=digits has 220 training steps;"
+                          " allowed attack.round=0..219\n")
+    assert res.stdout == ""  # no training, no replay, no progress bars
+    assert not (run_py.dir / "run").exists() and not (run_py.dir / "mlflow.db").exists()

@@ -54,6 +54,7 @@ def problem(digits):
 LAYOUT = DummyLayout(1, (1, 8, 8), 10, with_labels=False)
 
 
+@pytest.mark.fast
 def test_ig_objective_equals_plain_autograd(problem):
     model, _, onehot, targets, x0 = problem
     tv = 0.05  # large enough that a wrong TV shows in the value and its gradient
@@ -72,6 +73,7 @@ def test_ig_objective_equals_plain_autograd(problem):
 @pytest.mark.parametrize("defense_cfg", [{"name": "prune", "ratio": 0.7},
                                          {"name": "precision", "precision": "int8"}])
 @pytest.mark.parametrize("match", ["l2", "cosine"])
+@pytest.mark.fast
 def test_defense_aware_match_is_zero_at_the_true_image(problem, defense_cfg, match):
     model, images, onehot, clean, x0 = problem
     defended = defense_from_config(defense_cfg)(clean, batch_dims=1)
@@ -88,6 +90,7 @@ def test_defense_aware_match_is_zero_at_the_true_image(problem, defense_cfg, mat
     assert float(elsewhere.min()) > 1e-6
 
 
+@pytest.mark.fast
 def test_laplacian_noise_is_attacked_with_l1_and_gaussian_with_l2():
     cfg = OmegaConf.create({"adaptive": True})
     lap = adaptive_form(cfg, defense_from_config({"name": "noise", "noise": "laplacian", "scale": 0.1}))
@@ -98,6 +101,7 @@ def test_laplacian_noise_is_attacked_with_l1_and_gaussian_with_l2():
     assert off.match is None and off.transform is None
 
 
+@pytest.mark.fast
 def test_l1_match_equals_plain_sum_of_absolute_differences(problem):
     model, _, onehot, targets, x0 = problem
     value, _, _ = GradientMatch(model, optimize_labels=False, match="l1")(LAYOUT.images(x0), onehot, targets)
@@ -111,6 +115,7 @@ def test_l1_match_equals_plain_sum_of_absolute_differences(problem):
         torch.testing.assert_close(value[k], plain, rtol=1e-12, atol=0)
 
 
+@pytest.mark.fast
 def test_defense_without_adaptive_form_is_refused():
     defense = defense_from_config({"name": "none"})
     defense.adaptive = None  # what a defense that declares no adaptive form gives
@@ -126,6 +131,7 @@ def ig_optimizer(problem, rows, iterations, max_iter, tv=1e-2, targets=None):
                              total_iterations=iterations, box=LAYOUT.image_numel)
 
 
+@pytest.mark.fast
 def test_signed_adam_equals_the_published_loop(problem):
     """torch.optim.Adam on sign(grad), MultiStepLR, clamp: the same trajectory, update by update."""
     model, _, onehot, targets, x0 = problem
@@ -146,6 +152,7 @@ def test_signed_adam_equals_the_published_loop(problem):
     assert float((ours.state.x - x0[:k_ref]).abs().max()) > 0.1  # it moved
 
 
+@pytest.mark.fast
 def test_each_problem_of_a_batch_equals_its_run_alone(problem):
     _, _, _, clean, _ = problem
     poisoned = [t.clone() for t in clean]
@@ -181,6 +188,7 @@ def test_ig_attack_rebuilds_digits(digits):
     assert ((out.reconstructions >= 0) & (out.reconstructions <= 1)).all()
 
 
+@pytest.mark.fast
 def test_int8_dead_zone_forgives_half_a_step_and_no_more():
     from gradleak.victim.defenses.precision import int8_dead_zone
 

@@ -164,6 +164,7 @@ def fake_child(job: int, name: str, successes: list[bool], reid=None, test_acc=N
     return child
 
 
+@pytest.mark.fast
 def test_table_shows_reid_with_its_interval_only_where_measured():
     with_reid = [fake_child(0, "defense=none", [True] * 3 + [False], reid=0.75),
                  fake_child(1, "defense=prune", [False] * 4, reid=0.25)]
@@ -180,6 +181,7 @@ def test_table_shows_reid_with_its_interval_only_where_measured():
     assert "re-identified" not in sr.markdown([plain], [], parent)
 
 
+@pytest.mark.fast
 def test_gallery_and_figure_draw_mixed_knobs_seeds_accuracy_and_other_targets(tmp_path):
     children = [fake_child(i, f"seed={s} defense={d}" + (" ratio=0.3" if d == "prune" else ""),
                            [i % 2 == 0] * 2, test_acc=0.9 - 0.1 * i)
@@ -198,6 +200,7 @@ def test_gallery_and_figure_draw_mixed_knobs_seeds_accuracy_and_other_targets(tm
     assert mpimg.imread(tmp_path / "g.png").shape[0] == pytest.approx((0.9 * 7 + 0.4) * 100, abs=2)
 
 
+@pytest.mark.fast
 def test_a_dataset_another_job_inserted_first_is_linked_not_a_failure(tmp_path):
     """Parallel jobs of one seed log the same dataset; when the other job's insert wins the
     race, the store's unique key rejects ours once: the run links theirs instead of failing."""

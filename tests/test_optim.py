@@ -58,6 +58,7 @@ def rel_diff(a, b):
     return float(((a - b).abs() / b.abs())[above].max())
 
 
+@pytest.mark.fast
 def test_k1_follows_torch_lbfgs(problem):
     model, layout, targets, x0 = problem
     for k in range(3):
@@ -106,6 +107,7 @@ def test_diverging_problem_is_frozen_and_isolated(problem, poisoned):
     assert torch.isfinite(opt.state.x).all()  # frozen at its last finite point
 
 
+@pytest.mark.fast
 def test_backtracking_never_increases_loss(problem):
     model, layout, targets, x0 = problem
     traj, opt = batched_trajectory(model, layout, targets, x0, torch.arange(K), line_search="backtracking")

@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench import default_attack_config  # noqa: E402
 
 
+@pytest.mark.fast
 def test_overrides_change_only_the_keys_they_name():
     cfg = default_attack_config(["restarts=1", "stop.converged_loss=3e-8"])
     assert cfg.restarts == 1 and cfg.stop.converged_loss == 3e-8
@@ -19,6 +20,7 @@ def test_overrides_change_only_the_keys_they_name():
     assert default_attack_config().restarts == 3
 
 
+@pytest.mark.fast
 def test_a_misspelt_override_is_an_error():
     with pytest.raises(SystemExit, match="restart=1: Key 'restart' is not in struct"):
         default_attack_config(["restart=1"])

@@ -7,6 +7,8 @@ from scipy.stats import binom
 from gradleak.engine.reidentification import draw_distractors, reid_ranks
 from gradleak.victim.data import load_split
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def split():

@@ -31,6 +31,7 @@ def tree(tmp_path_factory):
     return out, n_jobs, tables
 
 
+@pytest.mark.fast
 def test_summary_has_one_row_per_job_with_identity_config_and_metrics(tree):
     _, n_jobs, t = tree
     s = t["summary"]
@@ -53,6 +54,7 @@ def test_summary_has_one_row_per_job_with_identity_config_and_metrics(tree):
     assert s.loc[s["stage"] == "datasets", "test_acc"].isna().all()
 
 
+@pytest.mark.fast
 def test_targets_and_curves_are_long_tables(tree):
     _, n_jobs, t = tree
     assert len(t["targets"]) == n_jobs * synthetic.TARGETS
@@ -63,6 +65,7 @@ def test_targets_and_curves_are_long_tables(tree):
     assert len(t["curves"]) == n_jobs * synthetic.STEPS
 
 
+@pytest.mark.fast
 def test_paths_are_relative_to_the_tables_and_resolve(tree):
     out, _, _ = tree
     s = results.read_tables(out)["summary"]
@@ -71,6 +74,7 @@ def test_paths_are_relative_to_the_tables_and_resolve(tree):
     assert (out / s["job_dir"].iloc[0] / "metrics.json").is_file()
 
 
+@pytest.mark.fast
 def test_a_single_sweep_folder_is_its_own_stage(tree):
     out, _, _ = tree
     s = results.collect(out / "sweeps" / "defenses", out)["summary"]
@@ -78,6 +82,7 @@ def test_a_single_sweep_folder_is_its_own_stage(tree):
     assert all(job.split("_")[0].isdigit() for job in s["job"])
 
 
+@pytest.mark.fast
 def test_t_interval_on_known_numbers():
     mean, lo, hi = aggregate.t_interval([1.0, 2.0, 3.0])
     assert mean == 2.0
@@ -85,12 +90,14 @@ def test_t_interval_on_known_numbers():
     assert mean - lo == pytest.approx(T_975_2DF_OVER_SQRT3, rel=1e-9)
 
 
+@pytest.mark.fast
 def test_no_interval_from_one_seed():
     mean, lo, hi = aggregate.t_interval([0.7, np.nan])
     assert mean == 0.7 and np.isnan(lo) and np.isnan(hi)
     assert np.isnan(aggregate.t_interval([])[0])
 
 
+@pytest.mark.fast
 def test_over_seeds_gives_the_t_interval_per_setting(tree):
     s = tree[2]["summary"]
     agg = aggregate.over_seeds(s[s["stage"] == "defenses"], ["test_acc"]).set_index("setting")
@@ -103,6 +110,7 @@ def test_over_seeds_gives_the_t_interval_per_setting(tree):
     assert np.isnan(single["test_acc_lo"]) and np.isnan(single["test_acc_hi"])
 
 
+@pytest.mark.fast
 def test_curve_over_seeds_is_a_geometric_mean_with_a_log_interval():
     curves = pd.DataFrame({"family": "prune", "step": 0, "evals": [10.0, 20.0, 30.0],
                            "loss_median": [1.0, 10.0, 100.0]})
@@ -112,6 +120,7 @@ def test_curve_over_seeds_is_a_geometric_mean_with_a_log_interval():
     assert row["loss_median_lo"] == pytest.approx(10 ** (1 - T_975_2DF_OVER_SQRT3))
 
 
+@pytest.mark.fast
 def test_the_report_package_imports_without_torch():
     code = ("import sys; import gradleak.report.collect, gradleak.report.statistics, "
             "gradleak.report.paper, gradleak.report.figures; print('torch' in sys.modules)")
@@ -126,6 +135,7 @@ def test_the_report_package_imports_without_torch():
     ("prune", 0.2, "no"), ("prune", 0.3, "yes"),
     ("precision", "fp16", "no"), ("precision", "bf16", "not studied"),
 ])
+@pytest.mark.fast
 def test_paper_claims_follow_the_stated_thresholds(family, strength, starts):
     variance = noise_variance(family.removeprefix("noise-"), strength) if "noise" in family else np.nan
     ref = paper.paper_reference(family, strength, variance)
@@ -133,12 +143,14 @@ def test_paper_claims_follow_the_stated_thresholds(family, strength, starts):
     assert np.isnan(ref["paper_test_acc"]) and ref["paper_checked"] == "unchecked"
 
 
+@pytest.mark.fast
 def test_paper_baseline_accuracy_is_marked_unchecked():
     ref = paper.paper_reference("none")
     assert ref["paper_test_acc"] == 76.3 and ref["paper_checked"] == "unchecked"
     assert "Table 2" in ref["paper_source"]
 
 
+@pytest.mark.fast
 def test_the_undefended_reference_stage_joins_the_defense_table(tree):
     summary, targets = (tree[2][k].copy() for k in ("summary", "targets"))
     for df in (summary, targets):  # as in the study: the undefended jobs run as a stage of their own
@@ -149,6 +161,7 @@ def test_the_undefended_reference_stage_joins_the_defense_table(tree):
     assert "datasets" not in set(table["stage"])  # a survey, not a verdict
 
 
+@pytest.mark.fast
 def test_wilson_interval_on_known_numbers():
     lo, hi = aggregate.wilson(0, 12)
     assert lo == 0.0 and hi == pytest.approx(0.2425, abs=1e-4)  # 1.96^2 / (12 + 1.96^2)
@@ -156,6 +169,7 @@ def test_wilson_interval_on_known_numbers():
     assert (lo, hi) == (pytest.approx(0.2800, abs=1e-4), pytest.approx(0.7200, abs=1e-4))
 
 
+@pytest.mark.fast
 def test_bootstrap_median_brackets_the_median():
     values = np.random.default_rng(0).normal(10.0, 1.0, 400)
     median, lo, hi = aggregate.bootstrap_median(values)
@@ -164,6 +178,7 @@ def test_bootstrap_median_brackets_the_median():
     assert aggregate.bootstrap_median([3.0, np.inf, 3.0]) == (3.0, 3.0, 3.0)
 
 
+@pytest.mark.fast
 def test_verdicts_pool_every_target_of_every_seed(tree):
     targets = tree[2]["targets"]
     agg = aggregate.over_targets(targets[targets["stage"] == "defenses"]).set_index("setting")
@@ -176,6 +191,7 @@ def test_verdicts_pool_every_target_of_every_seed(tree):
     assert weak["reid_rate"] == 1.0 and weak["mse_median"] == pytest.approx(rows["mse"].median())
 
 
+@pytest.mark.fast
 def test_defense_table_in_percent_with_paper_columns(tree):
     table = paper.defense_table(tree[2]["summary"], tree[2]["targets"])
     assert len(table) == len(synthetic.DEFENSES)
@@ -223,6 +239,7 @@ def _collected(tmp_path, write_stages) -> Path:
     return tmp_path
 
 
+@pytest.mark.fast
 def test_only_the_datasets_stage_skips_defense_figures(tmp_path, capsys):
     res = _collected(tmp_path, synthetic.write_datasets_stage)
     written = figures.make_all(res, res / "figures")
@@ -266,6 +283,7 @@ def test_cli_fails_in_one_line_on_bad_input(tmp_path):
     assert run.returncode == 1 and "summary.csv" in run.stderr and "Traceback" not in run.stderr
 
 
+@pytest.mark.fast
 def test_diverged_targets_and_infinite_losses_do_not_break_figures(tmp_path):
     import json
     synthetic.write_datasets_stage(tmp_path / "sweeps")
@@ -281,6 +299,7 @@ def test_diverged_targets_and_infinite_losses_do_not_break_figures(tmp_path):
     assert targets["diverged"].sum() == 1 and np.isinf(targets["mse"]).sum() == 1
 
 
+@pytest.mark.fast
 def test_a_named_defense_stage_without_defenses_is_skipped(tree, capsys):
     t = tree[2]
     assert figures.defense_curves(t["summary"], t["curves"], stage="datasets") is None
@@ -297,6 +316,7 @@ def two_attackers(tmp_path_factory):
     return out
 
 
+@pytest.mark.fast
 def test_each_attacker_is_a_row_and_the_strongest_takes_each_verdicts_best(two_attackers):
     t = results.read_tables(two_attackers)
     summary, targets = t["summary"], t["targets"]
@@ -334,6 +354,7 @@ def test_figures_judge_each_setting_by_its_strongest_attacker(two_attackers, tmp
     _assert_real_png(tmp_path / "fig_leak_rates.png")
 
 
+@pytest.mark.fast
 def test_two_roots_pool_their_stages_of_the_same_name(tmp_path):
     first, later = tmp_path / "study", tmp_path / "later"
     synthetic.write_defenses_stage(first)
@@ -346,6 +367,7 @@ def test_two_roots_pool_their_stages_of_the_same_name(tmp_path):
     assert pooled.loc[pooled["attacker"] == "ig", "n_targets"].tolist() == [synthetic.TARGETS]
 
 
+@pytest.mark.fast
 def test_a_tie_on_one_verdict_goes_to_the_attacker_stronger_on_the_other():
     base = {"stage": "prune", "setting": "defense=prune ratio=0.3", "family": "prune", "family_title": "Pruning",
             "family_rank": 3, "strength": 0.3, "strength_label": "30%", "strength_rank": 0.3, "variance": np.nan}

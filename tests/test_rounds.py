@@ -35,6 +35,7 @@ def lenet(seed=0):
     return build_model("lenet", in_channels=1, image_size=8, num_classes=10)
 
 
+@pytest.mark.fast
 def test_one_local_step_is_fedsgd(shards):
     model = lenet()
     fedsgd, _ = worker_gradients(model, *shards, vectorize=False)
@@ -45,6 +46,7 @@ def test_one_local_step_is_fedsgd(shards):
     assert sum(((u - g) ** 2).sum() for g, u in zip(fedsgd, three)) > 1e-3 * sum((g ** 2).sum() for g in fedsgd)
 
 
+@pytest.mark.fast
 def test_attackers_update_equals_the_clients(shards):
     """The attack's target (torch.func, vectorized over targets) and the training client's
     loop compute the same FedAvg update."""
@@ -55,6 +57,7 @@ def test_attackers_update_equals_the_clients(shards):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.fast
 def test_unrolled_objective_is_zero_at_the_true_batch(shards):
     model = lenet()
     images, labels = shards[0][:1], shards[1][:1]  # client 0: [1, 16, 1, 8, 8]
@@ -101,6 +104,7 @@ def lenet_like(cfg, train):
     return build_model("lenet", in_channels=1, image_size=8, num_classes=train.num_classes)
 
 
+@pytest.mark.fast
 def test_intercepted_round_is_cached(tmp_path):
     cfg = job_cfg(tmp_path, NOISE)
     first, cached = training.intercept_round(cfg, 3)
@@ -111,6 +115,7 @@ def test_intercepted_round_is_cached(tmp_path):
         training.intercept_round(cfg, 1000)
 
 
+@pytest.mark.fast
 def test_a_rounds_targets_are_its_first_clients_local_batches():
     assert (attacked_batch(composed("attack.num_targets=8")).num_targets, composed().attack.batch_size) == (8, 1)
     for asked, attacked in ((1, 1), (3, 3), (8, 4)):  # train=smoke: 4 workers, 16 images each
@@ -118,6 +123,7 @@ def test_a_rounds_targets_are_its_first_clients_local_batches():
         assert (a.num_targets, a.batch_size) == (attacked, 16)
 
 
+@pytest.mark.fast
 def test_round_needs_training_and_local_steps_exclude_dpsgd():
     with pytest.raises(ConfigError, match="^attack.round=5: attacks a training run's round; set train=smoke"):
         composed("attack.round=5")

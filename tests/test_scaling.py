@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from gradleak.jobs.preflight import preflight, preflight_or_exit
-from gradleak.jobs.tracking import HASH_TAG, PARENT_TAG, config_hash
+from gradleak.jobs.tracking import HASH_TAG, JOB_TAG, PARENT_TAG, config_hash
 
 CONF = ROOT / "conf"
 TINY = ["attack.num_targets=1", "attack.steps=5"]
@@ -129,6 +130,7 @@ def composed_hash(*overrides: str) -> str:
         return config_hash(compose(config_name="config", overrides=list(overrides)))
 
 
+@pytest.mark.fast
 def test_config_hash_is_what_a_job_computes_not_where_or_how_fast():
     base = composed_hash()
     assert composed_hash("threads=2", "data_dir=/elsewhere", "resume=true", "tracking.uri=http://x:5000",
@@ -161,48 +163,111 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert table[1]["error"] == error and table[1]["leaked"] == "" and table[0]["leaked"] in ("0", "1")
 
 
-def wait_for_children(db: Path, finished: int, timeout: float = 300) -> None:
-    """Poll the SQLite store until `finished` children are FINISHED and one is RUNNING."""
-    query = ("SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid"
-             f" AND t.key = '{PARENT_TAG}'")
+CHILDREN = ("SELECT r.run_uuid, r.status, EXISTS (SELECT 1 FROM metrics m WHERE m.run_uuid = r.run_uuid)"
+            f" FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = '{PARENT_TAG}'")
+
+
+def child_states(db: Path) -> dict[str, tuple[str, bool]] | None:
+    """{run id: (status, whether it has logged a metric)} of the sweep's children in the
+    SQLite store; None while it cannot be read (not created yet, or locked by a writer)."""
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return {run: (status, bool(measured)) for run, status, measured in con.execute(CHILDREN)}
+    except sqlite3.OperationalError:
+        return None
+
+
+def _stopped(pid: int, timeout: float = 30) -> None:
+    """Wait until every thread of `pid` is stopped (SIGSTOP is delivered asynchronously)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with sqlite3.connect(db, timeout=1) as con:
-                states = [row[0] for row in con.execute(query)]
-            if states.count("FINISHED") == finished and "RUNNING" in states:
-                return
-        except sqlite3.OperationalError:  # not created yet, or locked by a writer
-            pass
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except OSError:  # the thread is gone
+                pass
+        if all(state in "Tt" for state in states):
+            return
+        time.sleep(0.01)
+    pytest.fail(f"process {pid} did not stop")
+
+
+def freeze_while_a_job_runs(proc: subprocess.Popen, db: Path, finished: int = 2,
+                            timeout: float = 300) -> dict[str, str]:
+    """Stop the sweep's process (SIGSTOP) at a moment when at least `finished` children are
+    FINISHED and one is RUNNING with work left (no metric logged yet: its attack has not
+    ended), as read with the process stopped; returns that {run id: status}.
+
+    Whatever the machine's load, a signal sent now finds exactly this state: the job seen
+    running cannot finish (nor the next one start) between the look and the signal. A job
+    that moved on between the poll and the stop is seen so; the process goes on (SIGCONT)
+    and is caught later. The caller signals the stopped process (and sends SIGCONT)."""
+    def caught(states):
+        statuses = [status for status, _ in (states or {}).values()]
+        running = [measured for status, measured in (states or {}).values() if status == "RUNNING"]
+        return statuses.count("FINISHED") >= finished and running == [False]
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the sweep ended (exit {proc.returncode}) before a job was caught running")
+        if caught(child_states(db)):
+            proc.send_signal(signal.SIGSTOP)
+            _stopped(proc.pid)
+            seen = child_states(db)  # None: stopped inside a write; let it go on
+            if caught(seen):
+                return {run: status for run, (status, _) in seen.items()}
+            proc.send_signal(signal.SIGCONT)
         time.sleep(0.05)
     pytest.fail(f"never saw {finished} finished jobs and one running")
 
 
-# Job 3 of 4 runs long enough (Adam, many steps: ~15 s) to be caught RUNNING, and to be
-# still running when a signal sent right after that lands (30 steps, ~3 s, was too short:
-# job 3 could finish first and job 4 be the one killed).
-FOUR = ["attack.optimizer=adam", "attack.num_targets=1", "attack.steps=5,6,150,7"]
+@contextmanager
+def reaped(proc: subprocess.Popen):
+    """Whatever the test asserts, its sweep process does not outlive it (nor stay stopped)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+
+
+def job_of(run) -> int:
+    return int(run.data.tags[JOB_TAG])
+
+
+# Four short jobs (about a second of attack each: job 3's Adam converges in a few steps).
+# Which job a signal finds running depends on the machine's load (under load, job 3 had
+# finished before a signal sent right after seeing it run): the tests stop the sweep with a
+# job running (freeze_while_a_job_runs) and check what follows from the state they read,
+# not from how long a job takes.
+FOUR_STEPS = (5, 6, 150, 7)
+FOUR = ["attack.optimizer=adam", "attack.num_targets=1", "attack.steps=" + ",".join(map(str, FOUR_STEPS))]
+FOUR_NAMES = [f"attack.optimizer=adam attack.num_targets=1 attack.steps={s}" for s in FOUR_STEPS]
 
 
 def test_resume_after_sigkill_runs_exactly_the_missing_jobs(tmp_path):
     db, out = tmp_path / "mlflow.db", tmp_path / "sweep"
     uri = f"sqlite:///{db}"
-    first = launch(out, *FOUR, uri=uri, wait=False)
-    wait_for_children(db, finished=2)
-    first.kill()  # SIGKILL during job 3: no handler runs, its run stays RUNNING
-    first.wait()
+    with reaped(launch(out, *FOUR, uri=uri, wait=False)) as first:
+        seen = freeze_while_a_job_runs(first, db, finished=2)
+        first.kill()  # SIGKILL during a job: no handler runs, its run stays RUNNING
+        first.wait(timeout=60)
     before = {r.info.run_id: r for r in split(runs(uri))[1]}
-    assert sorted(r.info.status for r in before.values()) == ["FINISHED", "FINISHED", "RUNNING"]
+    assert {i: r.info.status for i, r in before.items()} == seen
+    done = {r.info.run_name for r in before.values() if r.info.status == "FINISHED"}
+    (killed,) = (i for i, status in seen.items() if status == "RUNNING")
 
     again = launch(out, *FOUR, "resume=true", uri=uri)  # the same folder: results end up together
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "sweep: 4 jobs: 2 finished, 0 failed, 2 skipped" in again.stdout
+    assert f"sweep: 4 jobs: {4 - len(done)} finished, 0 failed, {len(done)} skipped" in again.stdout
     parents, children = split(runs(uri))
     new = [c for c in children if c.info.run_id not in before]
-    assert sorted(c.info.run_name for c in new) == ["attack.optimizer=adam attack.num_targets=1 attack.steps=150",
-                                                    "attack.optimizer=adam attack.num_targets=1 attack.steps=7"]
+    assert sorted(c.info.run_name for c in new) == sorted(set(FOUR_NAMES) - done)  # the killed job among them
+    assert before[killed].info.run_name not in done
     assert {c.info.status for c in new} == {"FINISHED"}
-    killed = next(i for i, r in before.items() if r.info.status == "RUNNING")
     assert MlflowClient(uri).get_run(killed).info.status == "KILLED"
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
     finished = [c.data.tags[HASH_TAG] for c in children if c.info.status == "FINISHED"]
@@ -213,16 +278,29 @@ def test_resume_after_sigkill_runs_exactly_the_missing_jobs(tmp_path):
 def test_sigterm_ends_the_running_job_and_the_sweep_killed(tmp_path):
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
-    proc = launch(tmp_path / "sweep", *FOUR, uri=uri, wait=False)
-    wait_for_children(db, finished=2)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-    assert proc.returncode != 0
+    with reaped(launch(tmp_path / "sweep", *FOUR, uri=uri, wait=False)) as proc:
+        seen = freeze_while_a_job_runs(proc, db, finished=2)
+        proc.send_signal(signal.SIGTERM)  # pending until the process goes on
+        proc.send_signal(signal.SIGCONT)
+        proc.wait(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM  # our handler's SystemExit, not the default death
     parents, children = split(runs(uri))
-    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED", "KILLED"]
+    # the jobs finished before the signal are FINISHED, the one running is KILLED, none RUNNING,
+    # and no later job started
+    assert {c.info.run_id: c.info.status for c in children} == \
+        {i: "KILLED" if status == "RUNNING" else status for i, status in seen.items()}
+    children.sort(key=job_of)
+    done = len(children) - 1
+    assert [job_of(c) for c in children] == list(range(done + 1))
+    assert [c.info.status for c in children] == ["FINISHED"] * done + ["KILLED"]
     assert [p.info.status for p in parents] == ["KILLED"]
-    # what finished before the interruption is on the parent
-    assert [r["status"] for r in summary_rows(uri, parents[0])] == ["FINISHED", "FINISHED", "KILLED"]
+    tally = f"sweep: 4 jobs: {done} finished, 0 failed, 0 skipped, 1 killed"
+    stderr = (tmp_path / "sweep.stderr").read_text()
+    assert "sweep interrupted: its parent run and unfinished runs are KILLED" in stderr
+    assert tally + (f", {3 - done} without a run" if done < 3 else "") + "\n" in stderr
+    # the parent's table lists every child, what finished before the interruption included
+    assert [(r["run_id"], r["status"]) for r in summary_rows(uri, parents[0])] == \
+        [(c.info.run_id, c.info.status) for c in children]
     names = {a.path for a in MlflowClient(uri).list_artifacts(parents[0].info.run_id)}
     assert {"gallery.png", "leak_rate.png"} <= names
 
@@ -247,6 +325,7 @@ def fails_with(argv: list[str], capsys) -> str:
     (["resume=maybe"], "resume=maybe: allowed values are true, false"),
     (["dataset=npz", "path=/no/such/file.npz"], "dataset=npz path=/no/such/file.npz: no such file or folder"),
 ])
+@pytest.mark.fast
 def test_config_mistakes(argv, message, capsys):
     assert message in fails_with(argv, capsys)
 
@@ -262,6 +341,7 @@ def npz_bytes(tmp_path: Path) -> bytes:
     (lambda good: b"\x93NUMPY" + bytes(50), "not an .npz archive ("),  # a .npy, not an archive
     (None, "expected an .npz file"),
 ])
+@pytest.mark.fast
 def test_corrupt_dataset_files(content, message, tmp_path, capsys):
     path = tmp_path
     if content is not None:
@@ -270,6 +350,7 @@ def test_corrupt_dataset_files(content, message, tmp_path, capsys):
     assert message in fails_with(["dataset=npz", f"path={path}"], capsys)
 
 
+@pytest.mark.fast
 def test_corrupt_image_in_an_image_folder(tmp_path, capsys):
     for i in range(5):  # the held-out (attacked) share draws from all of them
         (tmp_path / "a").mkdir(exist_ok=True)
@@ -294,6 +375,7 @@ class unprivileged:
             os.setegid(0)
 
 
+@pytest.mark.fast
 def test_unreadable_dataset_file(open_tmp, capsys):
     data = open_tmp / "private.npz"
     np.savez(data, x=np.zeros((10, 8, 8, 1), np.uint8), y=np.arange(10))
@@ -308,6 +390,7 @@ def test_unreadable_dataset_file(open_tmp, capsys):
     (["-m", "seed=0,1", "hydra.sweep.dir={ro}/out"], "hydra.sweep.dir={ro}/out"),
     (["hydra.run.dir={rw}/out", "tracking.uri=sqlite:///{ro}/mlflow.db"], "tracking.uri=sqlite:///{ro}/mlflow.db"),
 ])
+@pytest.mark.fast
 def test_read_only_output_or_database_folder(argv, key, open_tmp, capsys):
     ro, rw = open_tmp / "ro", open_tmp / "rw"
     ro.mkdir()
@@ -330,6 +413,7 @@ def test_unreachable_tracking_server_is_one_line_within_30_s(tmp_path):
     assert not list(tmp_path.iterdir())  # no outputs, no database: no work started
 
 
+@pytest.mark.fast
 def test_silent_tracking_server_times_out(capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with __import__("socket").socket() as silent:  # accepts connections, never answers

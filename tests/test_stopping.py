@@ -46,6 +46,7 @@ def fake_step(r, state, initial, budget=10**9):
     r.apply(ended, state, initial)
 
 
+@pytest.mark.fast
 def test_losing_restart_stops_far_restarts_after_warmup_never_the_leader():
     r = StopRules(rules(restart_warmup=3, restart_factor=10.0, converged_loss=0.0, restart_delay=0), restarts=3, k=6,
                   steps=100, device=CPU)
@@ -59,6 +60,7 @@ def test_losing_restart_stops_far_restarts_after_warmup_never_the_leader():
     assert r.reasons(state.status)[2] == "losing_restart" and int(r.step[2]) == 3
 
 
+@pytest.mark.fast
 def test_a_converged_restart_settles_its_target_and_the_others_stop():
     r = StopRules(rules(converged_loss=1e-8, restart_warmup=100, restart_delay=0), restarts=2, k=4, steps=100,
                   device=CPU)
@@ -67,6 +69,7 @@ def test_a_converged_restart_settles_its_target_and_the_others_stop():
     assert r.reasons(state.status) == ["converged", "losing_restart", "budget", "budget"]
 
 
+@pytest.mark.fast
 def test_stalled_means_no_relative_progress_over_the_window():
     r = StopRules(rules(stall_steps=2, stall_tolerance=1e-3, converged_loss=0.0, restart_warmup=100),
                   restarts=1, k=2, steps=100, device=CPU)
@@ -78,6 +81,7 @@ def test_stalled_means_no_relative_progress_over_the_window():
     assert r.reasons(state.status) == ["stalled", "budget"]  # 0.08% in 2 steps vs 75%
 
 
+@pytest.mark.fast
 def test_a_stopped_problem_keeps_the_result_it_had_at_its_stop_step(digits):
     images, labels = digits
     cfg = OmegaConf.merge(ATTACK, {"restarts": 2, "steps": 30})
@@ -131,6 +135,7 @@ def run_fake(r, state, losses_at, loop_steps, initial):
         fake_step(r, state, initial, budget=r.steps)
 
 
+@pytest.mark.fast
 def test_staggered_restarts_start_in_turn_and_each_gets_the_whole_budget():
     steps, delay = 10, 3
     r = StopRules(rules(converged_loss=0.0, stall_steps=1000, restart_warmup=1000, restart_delay=delay),
@@ -150,6 +155,7 @@ def test_staggered_restarts_start_in_turn_and_each_gets_the_whole_budget():
     assert r.reasons(state.status) == ["budget"] * 6
 
 
+@pytest.mark.fast
 def test_a_target_settled_by_its_first_restart_never_starts_the_others():
     r = StopRules(rules(converged_loss=1e-8, stall_steps=1000, restart_warmup=1000, restart_delay=2),
                   restarts=3, k=6, steps=20, device=CPU)
@@ -163,6 +169,7 @@ def test_a_target_settled_by_its_first_restart_never_starts_the_others():
     assert state.steps.tolist()[3:] == [20, 20, 20]
 
 
+@pytest.mark.fast
 def test_a_late_restart_is_judged_against_its_siblings_at_the_same_age():
     # restart 0: loss 1 / own step^2; restart 1 starts 10 steps later and is 5x lower at every age
     r = StopRules(rules(converged_loss=0.0, stall_steps=1000, restart_warmup=5, restart_factor=1.5,

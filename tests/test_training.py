@@ -67,6 +67,7 @@ def single_batch_grads(model, images, labels):
 # --- worker averaging ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.fast
 def test_undefended_average_is_the_global_batch_gradient(digits, vectorize):
     model = lenet()
     images, labels = split_among_workers(*digits, 4)
@@ -77,6 +78,7 @@ def test_undefended_average_is_the_global_batch_gradient(digits, vectorize):
     assert loss.item() == pytest.approx(F.cross_entropy(model(digits[0]), digits[1]).item(), abs=1e-6)
 
 
+@pytest.mark.fast
 def test_one_lightning_step_equals_single_batch_sgd(digits):
     """The module's optimizer step with defense=none is ordinary SGD on the global batch."""
     model = lenet()
@@ -97,6 +99,7 @@ def test_one_lightning_step_equals_single_batch_sgd(digits):
         torch.testing.assert_close(p, r, atol=1e-6, rtol=0)
 
 
+@pytest.mark.fast
 def test_loop_and_vmap_agree_with_batchnorm():
     """ResNet-20 in train mode: per-worker BatchNorm statistics, both strategies, same result."""
     torch.manual_seed(0)
@@ -124,6 +127,7 @@ def resnet20_seeded():
 # --- defenses act per worker, before averaging -------------------------------------------------
 
 @pytest.mark.parametrize("noise,workers", [("gaussian", 4), ("gaussian", 16), ("laplacian", 4)])
+@pytest.mark.fast
 def test_noise_of_the_average_has_std_scale_over_sqrt_workers(digits, noise, workers):
     model, scale = lenet(), 1e-2
     images, labels = split_among_workers(*digits, workers)
@@ -137,6 +141,7 @@ def test_noise_of_the_average_has_std_scale_over_sqrt_workers(digits, noise, wor
     assert abs(diff.mean().item()) < 4 * per_worker_std / math.sqrt(workers * diff.numel())
 
 
+@pytest.mark.fast
 def test_noise_is_seeded_per_worker_and_step(digits):
     model = lenet()
     images, labels = split_among_workers(*digits, 4)
@@ -156,6 +161,7 @@ def per_worker_then_average(model, images, labels, fn):
     return [torch.stack(gs).mean(0) for gs in zip(*per_worker)], grads
 
 
+@pytest.mark.fast
 def test_prune_applies_to_each_worker_before_averaging(digits):
     model, ratio = lenet(), 0.7
     images, labels = split_among_workers(*digits, 4)
@@ -174,6 +180,7 @@ def zero_fraction(tensors):
     return (torch.cat([t.flatten() for t in tensors]) == 0).float().mean().item()
 
 
+@pytest.mark.fast
 def test_int8_applies_to_each_worker_before_averaging(digits):
     model = lenet()
     images, labels = split_among_workers(*digits, 4)
@@ -193,6 +200,7 @@ def test_int8_applies_to_each_worker_before_averaging(digits):
 
 # --- models ------------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_resnet20_size_and_vmap_in_eval_mode():
     torch.manual_seed(0)
     model = build_model("resnet20", in_channels=3, image_size=32, num_classes=10)
@@ -259,11 +267,13 @@ def test_run_training_reuses_the_cached_baseline(tmp_path):
     assert [m["train/test_acc"] for _, m in logger.metrics] == first["curve"]["test_acc"]
 
 
+@pytest.mark.fast
 def test_train_none_skips_everything():
     cfg = OmegaConf.create({"train": {"name": "none"}, "dataset": {"name": "not-loaded"}})
     assert run_training(cfg) == {}
 
 
+@pytest.mark.fast
 def test_training_key_covers_what_determines_the_result(tmp_path):
     cfg = job_cfg(tmp_path, {"name": "none"})
     key = training_key(cfg)
@@ -298,6 +308,7 @@ def test_training_key_covers_what_determines_the_result(tmp_path):
     ("delta", 1.0, "train.delta=1.0: must be in (0, 1)"),
     ("local_steps", 0, "train.local_steps=0: must be a positive integer"),
 ])
+@pytest.mark.fast
 def test_bad_train_profiles_fail_with_one_line(tmp_path, key, value, message):
     cfg = job_cfg(tmp_path, {"name": "none"})
     cfg.train[key] = value

@@ -85,32 +85,40 @@ def _compose_job(job: list[str], composed: dict):
 
 
 def fingerprint(profile: str, workers: int = 0, progress=lambda name: None) -> dict[str, dict]:
-    """Each stage's fingerprint: its jobs' config hashes and its probes' records."""
-    stages = plan(profile)
-    names = sorted({n for s in stages.values() for n in s["probes"]})
-    check_names(names)
-    records = dict(zip(names, _run_all(names, workers or min(2, os.cpu_count() or 1), progress)))
+    """Each stage's fingerprint: its jobs' config hashes and its probes' records. The probe
+    processes start (import torch, Lightning, MLflow) while the jobs are composed."""
+    workers = workers or min(2, os.cpu_count() or 1)
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_warm_up) if workers > 1 else None
+    try:
+        stages = plan(profile)
+        names = sorted({n for s in stages.values() for n in s["probes"]})
+        check_names(names)
+        records = {}
+        for name, record in zip(names, pool.imap(_probe_in_tmp, names) if pool else map(_probe_in_tmp, names)):
+            progress(name)
+            records[name] = record
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
     return {stage: {"profile": profile, "jobs": s["jobs"], "probes": {n: records[n] for n in s["probes"]}}
             for stage, s in stages.items()}
 
 
-def _run_all(names: list[str], workers: int, progress) -> list[dict]:
-    if workers == 1:
-        return [_probe_in_tmp(n, progress) for n in names]
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        results = []
-        for name, record in zip(names, pool.imap(_probe_in_tmp, names)):
-            progress(name)
-            results.append(record)
-        return results
+def _warm_up() -> None:
+    import mlflow  # noqa: F401 - the job probes' tracking
+    import pytorch_lightning  # noqa: F401
+    import torch
+
+    import gradleak.gate.probes  # noqa: F401
+
+    torch.set_num_threads(1)
 
 
-def _probe_in_tmp(name: str, progress=None) -> dict:
+def _probe_in_tmp(name: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    if progress:
-        progress(name)
     with tempfile.TemporaryDirectory(prefix="gradleak-probe-") as work, quiet():
         return run_probe(name, Path(work))
 

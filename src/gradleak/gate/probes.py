@@ -52,7 +52,7 @@ STAGGERED = ["attack.restarts=2", "attack.stop.restart_delay=1"]
 ATTACKERS = {"dlg": ["attack=dlg", *STAGGERED], "ig": ["attack=ig"], "dlg adaptive": ["attack=adaptive", *STAGGERED]}
 # The study's training profile, cut to a few steps on the bundled digits.
 SHORT_TRAINING = ["train=smoke", "train.max_train_images=256", "train.max_test_images=120", "train.epochs=1"]
-ATTACK_STEPS = 4  # the attack probes' own steps (each up to max_iter evaluations)
+ATTACK_STEPS = 2  # the attack probes' own steps (each up to max_iter evaluations)
 TARGETS = 2
 TRAIN_STEPS = 3  # training probes: the server's weights and the clients' updates at this step
 

@@ -50,7 +50,7 @@ def preflight(argv: list[str], config_dir: Path) -> int:
     jobs = expand_sweep(parsed) if args.multirun else [user]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        checked_data, uris = set(), set()
+        checked_data, uris = {}, set()
         for job in jobs:
             conf.check_knobs(job)
             cfg = _compose(job)
@@ -89,20 +89,33 @@ def _compose(job: list[str], with_hydra: bool = False):
         raise ConfigError(" ".join(text.split())) from None
 
 
-def _check_data(cfg, checked: set) -> None:
+def _check_data(cfg, checked: dict) -> None:
     """Each distinct dataset once: present (or downloadable), readable, and big enough for
-    the attack; its training split too when the job trains."""
+    the attack; its training split too when the job trains (`checked`: its size, by dataset),
+    and then each job's attack.round against its training run's steps."""
     key = (str(cfg.dataset), cfg.attack.num_targets * cfg.attack.batch_size, cfg.train.name != "none")
-    if key in checked:
-        return
-    checked.add(key)
-    test = load_split(cfg.dataset, "test")
-    need = key[1]
-    if need > len(test):
-        raise ConfigError(f"attack.num_targets={cfg.attack.num_targets}: dataset={cfg.dataset.name} has"
-                          f" {len(test)} test images; allowed num_targets * batch_size <= {len(test)}")
-    if key[2]:
-        load_split(cfg.dataset, "train")
+    if key not in checked:
+        test = load_split(cfg.dataset, "test")
+        need = key[1]
+        if need > len(test):
+            raise ConfigError(f"attack.num_targets={cfg.attack.num_targets}: dataset={cfg.dataset.name} has"
+                              f" {len(test)} test images; allowed num_targets * batch_size <= {len(test)}")
+        checked[key] = len(load_split(cfg.dataset, "train")) if key[2] else None
+    if cfg.attack.round is not None:  # validate(): only with a train profile
+        _check_round(cfg, checked[key])
+
+
+def _check_round(cfg, n_train: int) -> None:
+    """attack.round is a step of the job's training run (its replay stops there), not a
+    traceback after training and replaying the whole run."""
+    from gradleak.victim.training import training_steps  # Lightning: only when training
+
+    steps = training_steps(cfg, n_train)
+    if cfg.attack.round >= steps:
+        allowed = (f"allowed attack.round=0..{steps - 1}" if steps else
+                   f"train.batch_size={cfg.train.batch_size} is more than its train images")
+        raise ConfigError(f"attack.round={cfg.attack.round}: train={cfg.train.name} on dataset={cfg.dataset.name}"
+                          f" has {steps} training steps; {allowed}")
 
 
 def _check_places(cfg, out_key: str, uris: set, user: list[str]) -> None:

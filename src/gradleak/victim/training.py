@@ -227,13 +227,23 @@ def intercept_round(cfg, round: int, splits: tuple[Split, Split] | None = None) 
 
     def replay():
         train, test_split = splits if splits is not None else load_train_test(cfg)
-        steps = cfg.train.epochs * (len(train) // cfg.train.batch_size)
+        steps = training_steps(cfg, len(train))
         if round >= steps:
             raise TrainingConfigError(f"attack.round={round}: the run has {steps} training steps "
                                       f"(rounds 0-{steps - 1})")
         return fit(cfg, train, test_split, defense_from_config(defense), intercept=round)["intercepted"]
 
     return cached_tensors(cfg.train.cache_dir, key, replay)
+
+
+def training_steps(cfg, n_train: int) -> int:
+    """The number of training steps (rounds) of cfg's run on a train split of `n_train`
+    images: train.epochs x the whole batches (train.batch_size, the last partial one dropped)
+    of the split cut to train.max_train_images, as load_train_test and fit do. Rounds are
+    0 .. steps - 1 (attack.round)."""
+    t = cfg.train
+    images = min(n_train, t.max_train_images) if t.max_train_images else n_train
+    return t.epochs * (images // t.batch_size)
 
 
 def load_train_test(cfg, test: Split | None = None) -> tuple[Split, Split]:
@@ -281,7 +291,7 @@ def fit(cfg, train: Split, test: Split, defense, logger=None, intercept: int | N
         return {"intercepted": module.intercepted}
     return {"test_acc": curve["test_acc"][-1], "test_loss": curve["test_loss"][-1],
             "train_loss": curve["train_loss"][-1], "wall_s": wall, "epochs": t.epochs,
-            "train_images": len(train), "steps": t.epochs * per_epoch, "curve": curve}
+            "train_images": len(train), "steps": training_steps(cfg, len(train)), "curve": curve}
 
 
 def _loaders(train: Split, test: Split, batch_size: int, seed: int):
