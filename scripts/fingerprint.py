@@ -58,15 +58,21 @@ def check(root: Path, write: bool = False, workers: int = 0) -> int:
         return 0
     out = sys.stdout if write else sys.stderr
     for stage, lines in moved.items():
-        print(f"sweep@{stage}: {len(lines)} change(s), e.g.", file=out)
+        name = stage if stage == fp.OUTSIDE_STUDY else f"sweep@{stage}"
+        print(f"{name}: {len(lines)} change(s), e.g.", file=out)
         for line in lines[:5]:
             print(f"  {line}", file=out)
-    stages = " ".join(f"sweep@{s}" for s in moved)
+    stages = " ".join(f"sweep@{s}" for s in moved if s != fp.OUTSIDE_STUDY)
     if write:
-        print(f"fingerprint: recorded {stages}; rerun them:\n    {RERUN}")
+        print(f"fingerprint: recorded {' '.join(moved)}" + (f"; rerun:\n    {RERUN}" if stages else
+                                                            " (no stage runs it: nothing to rerun)"))
         return 0
-    print(f"fingerprint: the committed results of {stages} are not this code's; record and rerun:\n"
-          f"    python scripts/fingerprint.py --write && {RERUN}", file=sys.stderr)
+    if stages:
+        print(f"fingerprint: the committed results of {stages} are not this code's; record and rerun:\n"
+              f"    python scripts/fingerprint.py --write && {RERUN}", file=sys.stderr)
+    if fp.OUTSIDE_STUDY in moved:
+        print("fingerprint: code that no study stage runs behaves differently (library); if that is "
+              "meant, record it (python scripts/fingerprint.py --write): nothing to rerun", file=sys.stderr)
     return 1
 
 

@@ -305,6 +305,40 @@ def test_sigterm_ends_the_running_job_and_the_sweep_killed(tmp_path):
     assert {"gallery.png", "leak_rate.png"} <= names
 
 
+@pytest.mark.fast
+def test_sigterm_inside_a_database_write_ends_the_run_killed_once_the_write_is_done(tmp_path):
+    """A SIGTERM that lands mid-transaction waits for the write: raised there, it kept SQLite
+    locked, ending the run KILLED failed after ~25 s with an MlflowException instead of the
+    SystemExit, and a sweep took that for a failed job and went on with the next one."""
+    from omegaconf import OmegaConf
+    from sqlalchemy import event
+
+    from gradleak.jobs import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = OmegaConf.create({"tracking": {"uri": uri, "experiment": "x", "parent_run_id": None}})
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGALRM)}
+
+    def terminate(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO params"):  # the handler runs here, inside the write
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(SystemExit) as exited, tracking.job_run(cfg, "r", {}) as run:
+            event.listen(run.client._tracking_client.store.engine, "after_cursor_execute", terminate)
+            run.log_params({"a": 1, "b": 2})
+            time.sleep(10)  # the SIGTERM ends this wait
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    assert exited.value.code == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 5
+    ended = MlflowClient(uri).get_run(run.run_id)
+    assert ended.info.status == "KILLED" and ended.data.params == {"a": "1", "b": "2"}  # the write went through
+
+
 # --- bad input: one line, exit code 2, before any work ------------------------------------------
 
 def fails_with(argv: list[str], capsys) -> str:

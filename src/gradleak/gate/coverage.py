@@ -1,8 +1,9 @@
 """How much of the code the study runs the probes reach (coverage.py), and what they miss.
 
-`python scripts/fingerprint.py --coverage` runs every probe the study needs in this process
-under coverage.py and prints the line coverage of engine/, victim/ and jobs/job.py, with the
-lines the probes never run; docs/architecture.md says why the study never runs them.
+`python scripts/fingerprint.py --coverage` runs every probe in this process under coverage.py
+and prints the line coverage of engine/, victim/ and jobs/job.py: first by the probes of the
+study's stages, then with the library probes (code no stage runs) added, and the lines
+neither reaches; docs/architecture.md says why the study never runs them.
 """
 import tempfile
 from pathlib import Path
@@ -14,28 +15,31 @@ def report(root: Path, profile: str) -> int:
     import coverage
 
     src = root / "src" / "gradleak"
-    cov = coverage.Coverage(data_file=None, include=[str(src / m) + ("" if m.endswith(".py") else "/*")
-                                                     for m in MEASURED])
-    cov.start()
+    files = [str(f) for m in MEASURED for f in ([src / m] if m.endswith(".py") else sorted((src / m).rglob("*.py")))]
+    cov = coverage.Coverage(data_file=None, include=files)
+    cov.start()  # before the measured modules are imported: their definitions count as run
     from gradleak.gate.fingerprint import plan
-    from gradleak.gate.probes import quiet, run_probe
+    from gradleak.gate.probes import LIBRARY, quiet, run_probe
 
-    names = sorted({n for s in plan(profile).values() for n in s["probes"]})
-    for name in names:
-        with tempfile.TemporaryDirectory(prefix="gradleak-probe-") as work, quiet():
-            run_probe(name, Path(work))
     cov.stop()
-    total, missed_lines = 0, 0
-    print(f"line coverage of {', '.join(MEASURED)} by the {len(names)} probes the study needs:")
-    files = [f for m in MEASURED for f in ([src / m] if m.endswith(".py") else sorted((src / m).rglob("*.py")))]
-    for path in map(str, files):
-        _, statements, _, missing, _ = cov.analysis2(path)
-        total, missed_lines = total + len(statements), missed_lines + len(missing)
-        if missing:
-            print(f"  {Path(path).relative_to(src)}: {len(statements) - len(missing)}/{len(statements)}, "
-                  f"not run: {_ranges(missing)}")
-    covered = 100 * (total - missed_lines) / max(total, 1)
-    print(f"total: {total - missed_lines}/{total} lines ({covered:.1f}%)")
+
+    study = sorted({n for s in plan(profile).values() for n in s["probes"]})
+    for names, what in ((study, f"the {len(study)} probes of the study's stages"),
+                        (sorted(LIBRARY), f"those and the {len(LIBRARY)} library probes")):
+        cov.start()
+        for name in names:
+            with tempfile.TemporaryDirectory(prefix="gradleak-probe-") as work, quiet():
+                run_probe(name, Path(work))
+        cov.stop()
+        missing = {path: cov.analysis2(path)[3] for path in files}
+        total = sum(len(cov.analysis2(path)[1]) for path in files)
+        missed = sum(map(len, missing.values()))
+        print(f"line coverage of {', '.join(MEASURED)} by {what}: {total - missed}/{total} "
+              f"({100 * (total - missed) / total:.1f}%)")
+    print("not run by any probe:")
+    for path, lines in missing.items():
+        if lines:
+            print(f"  {Path(path).relative_to(src)}: {_ranges(lines)}")
     return 0
 
 

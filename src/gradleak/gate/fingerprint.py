@@ -22,13 +22,16 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from gradleak import project_root
-from gradleak.gate.probes import check_names, probes_of, quiet, run_probe
+from gradleak.gate.probes import LIBRARY, check_names, probes_of, quiet, run_probe
 from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides
 from gradleak.jobs.study import STAGES, load_study, stage_sweeps
 from gradleak.jobs.tracking import UNHASHED
 from gradleak.victim.cache import content_hash
 
 FOLDER = Path("docs") / "fingerprint"
+# Code no stage runs (the baselines, ResNet-20, FedAvg's local steps, a GPU's vectorized
+# clients): probed and checked too, recorded in library.json, which no stage depends on.
+OUTSIDE_STUDY = "library"
 # |fresh - committed| <= RTOL x max(|fresh|, |committed|) + ATOL, per number. Runs of the
 # same code on other machines, thread counts and convolution kernels differ by far less
 # (docs/benchmarks.md: the study gate's tolerance); README: what a change below it can hide.
@@ -91,6 +94,7 @@ def fingerprint(profile: str, workers: int = 0, progress=lambda name: None) -> d
     pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_warm_up) if workers > 1 else None
     try:
         stages = plan(profile)
+        stages[OUTSIDE_STUDY] = {"jobs": {}, "probes": sorted(LIBRARY)}
         names = sorted({n for s in stages.values() for n in s["probes"]})
         check_names(names)
         records = {}

@@ -46,10 +46,11 @@ DEFENSE_SETTINGS = {
     "precision-int8": ["defense=precision", "precision=int8"],
     "dpsgd": ["defense=dpsgd", "clip=1.0", "noise_multiplier=0.5"],
 }
-# DLG's restarts are staggered (a restart starts once the previous took restart_delay steps):
-# two restarts one step apart keep that path in a probe of ATTACK_STEPS steps.
-STAGGERED = ["attack.restarts=2", "attack.stop.restart_delay=1"]
-ATTACKERS = {"dlg": ["attack=dlg", *STAGGERED], "ig": ["attack=ig"], "dlg adaptive": ["attack=adaptive", *STAGGERED]}
+# Paths a study attack takes only after many steps, reached in ATTACK_STEPS: DLG's restarts
+# are staggered (two restarts one step apart) and its L-BFGS history fills (and shifts).
+LONG_RUN_PATHS = ["attack.restarts=2", "attack.stop.restart_delay=1", "attack.history_size=4"]
+ATTACKERS = {"dlg": ["attack=dlg", *LONG_RUN_PATHS], "ig": ["attack=ig"],
+             "dlg adaptive": ["attack=adaptive", *LONG_RUN_PATHS]}
 # The study's training profile, cut to a few steps on the bundled digits.
 SHORT_TRAINING = ["train=smoke", "train.max_train_images=256", "train.max_test_images=120", "train.epochs=1"]
 ATTACK_STEPS = 2  # the attack probes' own steps (each up to max_iter evaluations)
@@ -73,7 +74,7 @@ def probes_of(cfg: DictConfig) -> set[str]:
     who = attacker_name(a)
     names = {f"data/{dataset_key(cfg.dataset)}", f"defense/{key}", "job/attack"}
     if a.round is not None:
-        names |= {f"round/{who}/{key}", f"training/{key}"}
+        names |= {f"round/{who}/{key}", f"training/{key}", "job/round"}
     else:
         names.add(f"attack/{who}/{key}" + ("/batch" if a.batch_size > 1 else ""))
     if a.batch_size > 1:
@@ -155,38 +156,41 @@ def _digits_victim(cfg, n: int):
 
 def probe_defense(key: str, work: Path) -> dict:
     """The defense applied once to the victim's gradients of two targets (per-sample for DP-SGD)."""
-    from gradleak.victim.defenses import defense_from_config
+    from gradleak.jobs.config import validate
+    from gradleak.victim.defenses import defense_from_config, setting_of
     from gradleak.victim.gradients import per_sample_gradients, shared_gradients
 
     cfg = job_config(DEFENSE_SETTINGS[key], work)
+    validate(cfg)
     model, images, labels = _digits_victim(cfg, TARGETS)
     images, labels = images[:, None], labels[:, None]
     defense = defense_from_config(cfg.defense)
     grads = (per_sample_gradients if defense.per_sample else shared_gradients)(model, images, labels)
     defended = defense(grads, generator=torch.Generator().manual_seed(1), batch_dims=1)
-    return {"defended": summaries(defended)}
+    return {"defended": summaries(defended), "setting": setting_of(cfg.defense)}  # how tables name it
 
 
-def probe_attack(attacker: str, key: str, work: Path, batch: int = 1) -> dict:
+def probe_attack(attacker: str, key: str, work: Path, batch: int = 1, extra: tuple[str, ...] = (),
+                 local_steps: int = 1) -> dict:
     """ATTACK_STEPS steps of the attacker on two digits through the defense: the loss median
     after each step, each target's loss and MSE at the end."""
     from gradleak.engine.attack import run_attack
     from gradleak.victim.defenses import defense_from_config
 
     cfg = job_config([*ATTACKERS[attacker], *DEFENSE_SETTINGS[key], f"attack.num_targets={TARGETS}",
-                      f"attack.batch_size={batch}", f"attack.steps={ATTACK_STEPS}"], work)
+                      f"attack.batch_size={batch}", f"attack.steps={ATTACK_STEPS}", *extra], work)
     model, images, labels = _digits_victim(cfg, TARGETS)
     images, labels = images.reshape(TARGETS, batch, *images.shape[1:]), labels.reshape(TARGETS, batch)
     outcome = run_attack(cfg.attack, model, images, labels, defense_from_config(cfg.defense), cfg.seed,
-                         "cpu", progress_bar=False)
+                         "cpu", progress_bar=False, local_steps=local_steps, local_lr=0.1 * (local_steps > 1))
     return {"loss_median": outcome.progress.loss_median,
             "loss": [t["loss"] for t in outcome.targets], "mse": [t["mse"] for t in outcome.targets]}
 
 
-def probe_training(key: str, work: Path) -> dict:
+def probe_training(key: str, work: Path, extra: tuple[str, ...] = ()) -> dict:
     """The study's training profile under the defense, intercepted at step TRAIN_STEPS: the
     server's weights there and every client's defended update."""
-    cfg = job_config([*DEFENSE_SETTINGS[key], *SHORT_TRAINING], work)
+    cfg = job_config([*DEFENSE_SETTINGS[key], *SHORT_TRAINING, *extra], work)
     got = _intercept_float64(cfg)
     return {"weights": summaries(got["params"].values()), "updates": summaries(got["updates"]),
             "index": got["index"].flatten().tolist()}
@@ -296,12 +300,13 @@ def write_image_files(work: Path, key: str) -> None:
             Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
 
 
-def probe_job(overrides: list[str], work: Path) -> dict:
+def probe_job(overrides: list[str], work: Path, converges: bool = False) -> dict:
     """One whole job (jobs.job.run: draw, attack, verdicts, training, records) as the study
     runs it; its drawn targets and verdicts (or training results) from its metrics.json."""
     import json
 
     from gradleak.jobs.job import run
+    from gradleak.victim.training import run_training
 
     out = work / "job"
     cfg = job_config(overrides, work, with_hydra=True)
@@ -312,30 +317,82 @@ def probe_job(overrides: list[str], work: Path) -> dict:
     job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     run(job_cfg)
     metrics = json.loads((out / "metrics.json").read_text())
-    record = {"index": [t["index"] for t in metrics["targets"]],
-              "predicted": [t["predicted"] for t in metrics["targets"]]}
+    record = {"index": [t["index"] for t in metrics["targets"]], "split": metrics["attack"]["split"]}
     if metrics["train"]:
         t = metrics["train"]
-        record["train"] = {k: t[k] for k in ("test_loss", "train_loss", "baseline_test_acc", "steps", "epsilon")
+        record["train"] = {k: t[k] for k in ("test_loss", "train_loss", "steps", "epsilon")
                            if t.get(k) is not None}
-    else:  # converges hard: both verdicts are the same on every machine
-        record["exact"] = [t["success"] for t in metrics["targets"]]
-        record["reid_rank"] = [t["reid_rank"] for t in metrics["targets"]]
+        again = run_training(job_cfg)  # the next attacker of this training: from the cache
+        record["cached_again"] = [again["cached"], again["cached_baseline"], again["test_loss"] == t["test_loss"]]
+    if converges:  # it converges hard: its verdicts hold on every machine
+        record.update({"predicted": [t["predicted"] for t in metrics["targets"]],
+                       "exact": [t["success"] for t in metrics["targets"]],
+                       "reid_rank": [t["reid_rank"] for t in metrics["targets"]]})
     return record
+
+
+# --- code no stage of the study runs (docs/fingerprint/library.json) ---------------------------
+
+def probe_reference(attack: str, work: Path) -> dict:
+    """The published one-image loops (the baselines of scripts/bench.py), a few steps."""
+    from gradleak.engine.published import ReferenceIG, reference_dlg
+    from gradleak.victim.gradients import shared_gradients
+
+    cfg = job_config([], work)
+    model, images, labels = _digits_victim(cfg, 1)
+    target = [g[0] for g in shared_gradients(model, images[:, None], labels[:, None])]
+    gen = torch.Generator().manual_seed(0)
+    images0 = torch.randn(images.shape, generator=gen, dtype=torch.float64)
+    if attack == "dlg":
+        logits0 = torch.randn((1, 10), generator=gen, dtype=torch.float64)
+        _, _, losses, evals = reference_dlg(model, target, images0, logits0, steps=2)
+        return {"losses": losses.tolist(), "evals": evals}
+    ig = ReferenceIG(model, target, images0, torch.nn.functional.one_hot(labels, 10).double(), iterations=20)
+    return {"losses": [ig.step() for _ in range(20)]}
+
+
+def probe_resnet(work: Path) -> dict:
+    """ResNet-20 (model=resnet20): its gradient on two digits."""
+    from gradleak.victim.gradients import shared_gradients
+    from gradleak.victim.models import build_model
+
+    torch.manual_seed(0)
+    with float64():
+        model = build_model("resnet20", 1, 8, 10)
+    cfg = job_config([], work)
+    _, images, labels = _digits_victim(cfg, TARGETS)
+    return {"gradient": summaries(shared_gradients(model.eval(), images[:, None], labels[:, None]))}
+
+
+LIBRARY = {  # name -> probe: the paper profile's and a GPU's paths, other optimizers, baselines
+    "library/reference-dlg": lambda w: probe_reference("dlg", w),
+    "library/reference-ig": lambda w: probe_reference("ig", w),
+    "library/resnet20": probe_resnet,
+    "library/adam": lambda w: probe_attack("dlg", "none", w, extra=("attack.optimizer=adam", "attack.lr=0.1")),
+    "library/chunked": lambda w: probe_attack("dlg", "prune", w, extra=("attack.chunk_size=1",)),
+    "library/fedavg-attack": lambda w: probe_attack("dlg", "none", w, local_steps=2),
+    "library/fedavg-training": lambda w: probe_training("none", w, extra=("train.local_steps=2",)),
+    "library/vectorized-training": lambda w: probe_training("noise-gaussian", w, extra=("train.vectorize=true",)),
+}
 
 
 # --- the registry ------------------------------------------------------------------------------
 
+CONVERGES = "job/attack"  # undefended DLG on 4 digits: exact and re-identified on every machine
 JOBS = {  # whole jobs, as the study's kinds of jobs run them (sized down)
     "job/attack": ["attack.num_targets=4"],
     "job/batch": ["attack.num_targets=2", "attack.batch_size=2", "attack.steps=2"],
     "job/train": [*DEFENSE_SETTINGS["dpsgd"], *SHORT_TRAINING, "attack.num_targets=1", "attack.steps=2"],
+    "job/round": [*DEFENSE_SETTINGS["noise-gaussian"], *SHORT_TRAINING, f"attack.round={TRAIN_STEPS}",
+                  "attack.num_targets=1", "attack.steps=2"],
 }
 
 
 def run_probe(name: str, work: Path) -> dict:
     """The probe `name` (kind/args, as probes_of names them), run in the folder `work`."""
     kind, _, rest = name.partition("/")
+    if name in LIBRARY:
+        return LIBRARY[name](work)
     if kind == "stop_rules":
         return probe_stop_rules(work)
     if kind == "data":
@@ -345,7 +402,7 @@ def run_probe(name: str, work: Path) -> dict:
     if kind == "training":
         return probe_training(rest, work)
     if kind == "job":
-        return probe_job(JOBS[name], work)
+        return probe_job(JOBS[name], work, converges=name == CONVERGES)
     attacker, key, *batch = rest.split("/")
     if kind == "attack":
         return probe_attack(attacker, key, work, batch=2 if batch else 1)
@@ -360,7 +417,7 @@ def check_names(names) -> None:
     for name in names:
         kind, _, rest = name.partition("/")
         parts = rest.split("/")
-        known = (name == "stop_rules" or name in JOBS
+        known = (name == "stop_rules" or name in JOBS or name in LIBRARY
                  or (kind == "data" and rest in ("digits", "torchvision", "npz", "imagefolder"))
                  or (kind in ("defense", "training") and rest in DEFENSE_SETTINGS)
                  or (kind in ("attack", "round") and len(parts) in (2, 3) and parts[0] in ATTACKERS

@@ -156,11 +156,30 @@ def raise_on_sigterm() -> None:
 
 
 def _exit_on_sigterm(signum, frame):
+    signal.signal(signal.SIGALRM, _exit_on_sigterm)
+    if _in_database(frame):
+        # Never inside a database call: a SystemExit there kept MLflow's transaction open, and
+        # SQLite's write lock held, until the exception was garbage; ending the run KILLED then
+        # failed ("database is locked", after 20+ s) and that error replaced the SystemExit (a
+        # sweep took it for a failed job and went on). Look again in 50 ms: the SIGTERM is
+        # delivered once the call has returned.
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        return
     # Raised while the main thread runs a __del__ or a weakref callback, the exception is
     # printed and dropped (seen in a test): raise it again each second until sigterm_handled().
-    signal.signal(signal.SIGALRM, _exit_on_sigterm)
     signal.setitimer(signal.ITIMER_REAL, 1.0)
     raise SystemExit(128 + signal.SIGTERM)
+
+
+def _in_database(frame) -> bool:
+    """Whether the interrupted stack is in SQLAlchemy, sqlite3 or one of MLflow's SQL stores
+    (not its REST store: a request to a server may retry for minutes, and is safe to cut)."""
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if "sqlalchemy" in name or name.startswith(("sqlite3", "alembic", "mlflow.store.db")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def sigterm_handled() -> None:
