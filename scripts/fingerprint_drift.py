@@ -39,7 +39,7 @@ def main() -> int:
 
     torch.backends.mkldnn.enabled = not args.no_mkldnn
     committed = {}
-    for stage in fp.STAGES:
+    for stage in (*fp.STAGES, fp.OUTSIDE_STUDY):
         committed.update(fp.read(ROOT, stage)["probes"])
     worst = []
     for name in sorted(committed):
