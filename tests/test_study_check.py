@@ -100,17 +100,3 @@ def test_a_stop_rule_and_the_report_and_figures_fail_together(checkout):
     assert stages_named(done.stderr) == ALL_STAGES
     assert "figures: dep src/gradleak/report modified" in done.stderr
     assert "figures: out docs/figures modified" in done.stderr
-
-
-def test_without_a_committed_fingerprint_every_stage_reruns(checkout):
-    """The fingerprint is what the sweep stages depend on: without it nothing is trusted."""
-    kept = checkout / "docs" / "fingerprint" / "batch.json"
-    text = kept.read_text()
-    kept.unlink()
-    try:
-        done = check(checkout)
-    finally:
-        kept.write_text(text)
-    assert done.returncode == 1
-    assert "sweep@batch: 1 change(s), e.g.\n  no committed fingerprint" in done.stderr
-    assert "sweep@batch: dep docs/fingerprint/batch.json deleted" in done.stderr
