@@ -43,15 +43,23 @@ def check(root: Path, write: bool = False, workers: int = 0) -> int:
     start = time.perf_counter()
     fresh = fp.fingerprint(profile(), workers)
     moved = {}
+    added = []  # stages that only gained probes: recorded without a rerun
     for stage, data in fresh.items():
         lines = fp.differences(fp.read(root, stage), data)
+        if write and lines:
+            fp.write(root, stage, data)
+            if fp.only_added(lines) and stage != fp.OUTSIDE_STUDY and (root / "dvc.lock").exists():
+                fp.relock(root, stage)
+                added.append(stage)
+                continue
         if lines:
             moved[stage] = lines
-            if write:
-                fp.write(root, stage, data)
     wall = time.perf_counter() - start
     probes = len({n for d in fresh.values() for n in d["probes"]})
     jobs = sum(len(d["jobs"]) for d in fresh.values())
+    if added:
+        print(f"fingerprint: new probes recorded for {' '.join(added)}; every committed one agrees, so "
+              "dvc.lock records the new files without a rerun")
     if not moved:
         print(f"fingerprint: {jobs} jobs and {probes} probes agree with docs/fingerprint "
               f"(tolerance {fp.RTOL:g} relative, {fp.ATOL:g} absolute; {wall:.0f} s)")

@@ -144,6 +144,27 @@ def write(root: Path, stage: str, data: dict) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
+def only_added(lines: list[str]) -> bool:
+    """The changes are new probes alone: the committed results stay this code's."""
+    return bool(lines) and all(line.startswith("probe added: ") for line in lines)
+
+
+def relock(root: Path, stage: str) -> None:
+    """Record the stage's new fingerprint file in dvc.lock as its dependency, without a
+    rerun (only for fingerprints that gained probes while every committed one agrees)."""
+    import hashlib
+
+    import yaml
+
+    lock_path = root / "dvc.lock"
+    lock = yaml.safe_load(lock_path.read_text())
+    data = path_of(root, stage).read_bytes()
+    for dep in lock["stages"][f"sweep@{stage}"]["deps"]:
+        if dep["path"] == str(FOLDER / f"{stage}.json"):
+            dep.update(md5=hashlib.md5(data).hexdigest(), size=len(data))
+    lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
+
+
 def differences(committed: dict | None, fresh: dict) -> list[str]:
     """What moved, one line each (empty: the stage's committed results are this code's)."""
     if committed is None:

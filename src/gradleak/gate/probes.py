@@ -72,7 +72,7 @@ def probes_of(cfg: DictConfig) -> set[str]:
     """The probes whose code a study job runs."""
     a, key = cfg.attack, defense_key(cfg.defense)
     who = attacker_name(a)
-    names = {f"data/{dataset_key(cfg.dataset)}", f"defense/{key}", "job/attack"}
+    names = {f"data/{dataset_key(cfg.dataset)}", f"defense/{key}", "job/attack", f"model/{cfg.model.name}"}
     if a.round is not None:
         names |= {f"round/{who}/{key}", f"training/{key}", "job/round"}
     else:
@@ -80,7 +80,7 @@ def probes_of(cfg: DictConfig) -> set[str]:
     if a.batch_size > 1:
         names.add("job/batch")
     if cfg.train.name != "none":
-        names |= {f"training/{key}", "job/train"}
+        names |= {f"training/{key}", "job/train", f"model/{cfg.train.get('model') or cfg.model.name}"}
     if a.stop.enabled:
         names.add("stop_rules")
     return names
@@ -227,9 +227,21 @@ def probe_round(attacker: str, key: str, work: Path) -> dict:
     return {"loss_median": outcome.progress.loss_median, "mse": [t["mse"] for t in outcome.targets]}
 
 
+def probe_lenet(work: Path) -> dict:
+    """DLG's LeNet: its size for the paper's CIFAR-100 input (85,036 parameters) and its
+    seeded uniform init."""
+    from gradleak.victim.models import build_model
+
+    torch.manual_seed(0)
+    with float64():
+        model = build_model("lenet", 3, 32, 100)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "init": summaries(model.parameters())}
+
+
 def probe_stop_rules(work: Path) -> dict:
-    """The stop rules (the study's settings) on a fixed trace of 3 targets x 3 restarts: a
-    converging, a stalling and a slowly improving target, restarts far apart."""
+    """The stop rules (the study's settings) on a fixed trace of 3 targets x 3 restarts: one
+    converging, one levelling off (it stalls), one improving slowly to the budget; each
+    target's later restarts start far above its first (they lose)."""
     from types import SimpleNamespace
 
     from gradleak.engine.optimizers import RUNNING, STOPPED
@@ -243,14 +255,15 @@ def probe_stop_rules(work: Path) -> dict:
                             steps=torch.zeros(k, dtype=torch.long))
     rules.hold_restarts(state)
     initial = torch.ones(k, dtype=torch.float64)
-    rate = torch.tensor([0.5, 0.999, 0.97], dtype=torch.float64).repeat_interleave(restarts)
+    traces = [lambda n: 0.5 ** n, lambda n: 0.3 + 0.7 * 0.8 ** n, lambda n: 0.97 ** n]
     offset = torch.tensor([1.0, 30.0, 3000.0], dtype=torch.float64).repeat(3)  # restart r starts higher
     for _ in range(rules.loop_steps):
         running = torch.nonzero(state.status == RUNNING).squeeze(1)
         if running.numel() == 0:
             break
         state.steps[running] += 1
-        state.loss[running] = offset[running] * rate[running] ** state.steps[running].double()
+        for p in running.tolist():
+            state.loss[p] = offset[p] * traces[p // restarts](float(state.steps[p]))
         rules.apply(running, state, initial)
         spent = running[(state.status[running] == RUNNING) & (state.steps[running] >= steps)]
         state.status[spent] = STOPPED
@@ -395,6 +408,8 @@ def run_probe(name: str, work: Path) -> dict:
         return LIBRARY[name](work)
     if kind == "stop_rules":
         return probe_stop_rules(work)
+    if name == "model/lenet":  # the other models are the library's (model=resnet20)
+        return probe_lenet(work)
     if kind == "data":
         return probe_data(rest, work)
     if kind == "defense":
@@ -417,7 +432,7 @@ def check_names(names) -> None:
     for name in names:
         kind, _, rest = name.partition("/")
         parts = rest.split("/")
-        known = (name == "stop_rules" or name in JOBS or name in LIBRARY
+        known = (name in ("stop_rules", "model/lenet") or name in JOBS or name in LIBRARY
                  or (kind == "data" and rest in ("digits", "torchvision", "npz", "imagefolder"))
                  or (kind in ("defense", "training") and rest in DEFENSE_SETTINGS)
                  or (kind in ("attack", "round") and len(parts) in (2, 3) and parts[0] in ATTACKERS
