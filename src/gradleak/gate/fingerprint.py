@@ -6,7 +6,7 @@ For every stage of dvc.yaml, docs/fingerprint/<stage>.json holds
   conf/ or from the study's grids, shows here exactly;
 - `probes`: the records of the probes (gate/probes.py) whose code the stage's jobs run.
 The sweep stages depend on these files, not on the source tree. `check` probes the
-working tree afresh and compares: configs exactly, probe numbers within TOLERANCE. A
+working tree afresh and compares: configs exactly, probe numbers within RTOL and ATOL. A
 change that agrees reruns nothing; one that does not names the stages to rerun, and
 `write` records it (then `dvc repro` reruns exactly those stages).
 """
@@ -38,12 +38,12 @@ OUTSIDE_STUDY = "library"
 RTOL, ATOL = 1e-4, 1e-6
 
 
-def study_jobs(profile: str) -> dict[str, list[str]]:
-    """Each stage's jobs, as the override lines its sweeps expand to."""
+def study_jobs(profile: str) -> dict[str, list[list[str]]]:
+    """Each stage's jobs, as the overrides its sweeps expand to."""
     study = load_study(profile)
     jobs = {}
     for stage in STAGES:
-        jobs[stage] = [" ".join(job) for sweep in stage_sweeps(study, stage)
+        jobs[stage] = [job for sweep in stage_sweeps(study, stage)
                        for job in expand_sweep(parse_overrides(list(sweep.overrides)))]
     GlobalHydra.instance().clear()
     return jobs
@@ -66,8 +66,8 @@ def plan(profile: str) -> dict[str, dict]:
         for stage, jobs in study.items():
             hashes, names = {}, set()
             for job in jobs:
-                cfg = _compose_job(job.split(" "), composed)
-                hashes[job] = job_identity(cfg)
+                cfg = _compose_job(job, composed)
+                hashes[" ".join(job)] = job_identity(cfg)
                 names |= probes_of(cfg)
             stages[stage] = {"jobs": hashes, "probes": sorted(names)}
     GlobalHydra.instance().clear()
