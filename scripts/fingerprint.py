@@ -70,7 +70,8 @@ def check(root: Path, write: bool = False, workers: int = 0) -> int:
         print(f"{name}: {len(lines)} change(s), e.g.", file=out)
         for line in lines[:5]:
             print(f"  {line}", file=out)
-    stages = " ".join(f"sweep@{s}" for s in moved if s != fp.OUTSIDE_STUDY)
+    stages = " ".join(f"sweep@{s}" for s, lines in moved.items()
+                      if s != fp.OUTSIDE_STUDY and (write or not fp.only_added(lines)))
     if write:
         print(f"fingerprint: recorded {' '.join(moved)}" + (f"; rerun:\n    {RERUN}" if stages else
                                                             " (no stage runs it: nothing to rerun)"))
@@ -78,6 +79,9 @@ def check(root: Path, write: bool = False, workers: int = 0) -> int:
     if stages:
         print(f"fingerprint: the committed results of {stages} are not this code's; record and rerun:\n"
               f"    python scripts/fingerprint.py --write && {RERUN}", file=sys.stderr)
+    if any(fp.only_added(lines) for s, lines in moved.items() if s != fp.OUTSIDE_STUDY):
+        print("fingerprint: new probes only (every committed one agrees): record them with "
+              "python scripts/fingerprint.py --write; dvc.lock takes them without a rerun", file=sys.stderr)
     if fp.OUTSIDE_STUDY in moved:
         print("fingerprint: code that no study stage runs behaves differently (library); if that is "
               "meant, record it (python scripts/fingerprint.py --write): nothing to rerun", file=sys.stderr)
