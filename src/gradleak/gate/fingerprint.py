@@ -19,13 +19,12 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
 from gradleak import project_root
 from gradleak.gate.probes import LIBRARY, check_names, probes_of, quiet, run_probe
 from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides
 from gradleak.jobs.study import STAGES, load_study, stage_sweeps
-from gradleak.jobs.tracking import UNHASHED
+from gradleak.jobs.tracking import hashed_config
 from gradleak.victim.cache import content_hash
 
 FOLDER = Path("docs") / "fingerprint"
@@ -51,11 +50,8 @@ def study_jobs(profile: str) -> dict[str, list[list[str]]]:
 
 def job_identity(cfg) -> str:
     """Hash of what a job computes: the resolved config without where files go."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    for key in UNHASHED:
-        data.pop(key, None)
-    data["dataset"].pop("data_dir", None)
-    data["train"].pop("cache_dir", None)
+    data = hashed_config(cfg)
+    data["train"].pop("cache_dir", None)  # an absolute path: another per checkout
     return content_hash(data)
 
 

@@ -114,13 +114,19 @@ def search(client: MlflowClient, experiment_id: str, filter_string: str) -> list
             return runs
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """A stable id of what a job computes: its resolved config without the UNHASHED keys."""
+def hashed_config(cfg: DictConfig) -> dict:
+    """The resolved config without the UNHASHED keys (what a job computes)."""
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in UNHASHED:
         data.pop(key, None)
     if isinstance(data.get("dataset"), dict):
         data["dataset"].pop("data_dir", None)
+    return data
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A stable id of what a job computes: its resolved config without the UNHASHED keys."""
+    data = hashed_config(cfg)
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
