@@ -1,10 +1,13 @@
-"""Per-worker gradients: one vectorized torch.func pass vs a Python loop over workers.
+"""Per-worker gradients: one vectorized torch.func pass vs a Python loop over workers, and
+the loop with contiguous vs channels-last convolution weights (what training uses).
 
-Both run in this process on the same model and batch, next to ordinary single-batch
-training (the cost floor). Prints milliseconds per step and the loop/vmap ratio (> 1 means
-vmap is faster). Usage: python scripts/bench_training.py [--device cuda] [--threads 1]
+All run in this process on the same model and batch, next to ordinary single-batch
+training (the cost floor). Prints milliseconds per step, the loop/vmap ratio (> 1 means
+vmap is faster) and the contiguous/channels-last ratio of the loop (> 1 means channels-last
+is faster). Usage: python scripts/bench_training.py [--device cuda] [--threads 1]
 """
 import argparse
+import copy
 import time
 
 import torch
@@ -52,8 +55,11 @@ def main():
         t_vmap = per_step(lambda: worker_gradients(model, images, labels, True), device, args.repeats)
         t_loop = per_step(lambda: worker_gradients(model, images, labels, False), device, args.repeats)
         t_single = per_step(single, device, args.repeats)
+        last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        t_last = per_step(lambda: worker_gradients(last, images, labels, False), device, args.repeats)
         print(f"{name:9s} batch {batch:4d}: vmap {1e3 * t_vmap:7.1f} ms  loop {1e3 * t_loop:7.1f} ms  "
-              f"single batch {1e3 * t_single:7.1f} ms  loop/vmap {t_loop / t_vmap:.2f}")
+              f"single batch {1e3 * t_single:7.1f} ms  loop/vmap {t_loop / t_vmap:.2f}  "
+              f"loop channels-last {1e3 * t_last:7.1f} ms  contiguous/channels-last {t_loop / t_last:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,15 +4,17 @@
 
 Which sweeps a stage runs is gradleak.jobs.study's (conf/study/<profile>.yaml composed with
 conf/study/stages.yaml; params.yaml names the profile). Jobs run in parallel on every core
-(Hydra's joblib launcher).
+(Hydra's joblib launcher); a stage of one-job sweeps (datasets) runs its sweeps side by side.
 """
 import argparse
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from gradleak.jobs.study import load_study, stage_sweeps
 
@@ -32,24 +34,46 @@ def main() -> int:
     except KeyError as exc:
         print(f"sweep: {exc.args[0]}", file=sys.stderr)
         return 2
-    failures = 0
-    for sweep in sweeps:
-        rc = multirun(list(sweep.overrides), data_dir, SWEEPS / args.stage / sweep.folder, sweep.skip_missing)
-        failures += rc != 0 and not (rc == 2 and sweep.skip_missing)
-    return int(failures > 0)
+    codes = run_sweeps(sweeps, data_dir, SWEEPS / args.stage)
+    failures = [rc != 0 and not (rc == 2 and sweep.skip_missing) for sweep, rc in zip(sweeps, codes)]
+    return int(any(failures))
 
 
-def parallel_jobs() -> list[str]:
+def run_sweeps(sweeps, data_dir: str, out: Path) -> list[int]:
+    """Each sweep's exit code. Sweeps of one job each run side by side, one per core; the
+    first runs alone, so that it creates the tracking database the others then share."""
+    def run(sweep, parallel=True):
+        return multirun(list(sweep.overrides), data_dir, out / sweep.folder, sweep.skip_missing, parallel)
+
+    cores = parallel_jobs()
+    if cores < 2 or len(sweeps) < 2 or any(jobs_of(s.overrides) > 1 for s in sweeps):
+        return [run(sweep) for sweep in sweeps]
+    first = run(sweeps[0], parallel=False)
+    with ThreadPoolExecutor(max_workers=cores) as pool:
+        return [first, *pool.map(lambda sweep: run(sweep, parallel=False), sweeps[1:])]
+
+
+def jobs_of(overrides) -> int:
+    """How many jobs `run.py -m` makes of these overrides (the product of the sweeps' sizes)."""
+    count = 1
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_sweep_override():
+            count *= len(list(override.sweep_string_iterator()))
+    return count
+
+
+def parallel_jobs() -> int:
     """Jobs in parallel on every core this process may use, each with GRADLEAK_THREADS
-    torch threads (default 1), so that n_jobs x threads = cores."""
+    torch threads (default 1), so that jobs x threads = cores."""
     threads = max(1, int(os.environ.get("GRADLEAK_THREADS", "1")))
-    n_jobs = max(1, len(os.sched_getaffinity(0)) // threads)
-    return [] if n_jobs == 1 else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]
+    return max(1, len(os.sched_getaffinity(0)) // threads)
 
 
-def multirun(overrides: list[str], data_dir: str, out: Path, skip_missing=False) -> int:
+def multirun(overrides: list[str], data_dir: str, out: Path, skip_missing=False, parallel=True) -> int:
+    n_jobs = parallel_jobs() if parallel else 1
+    launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"] if n_jobs > 1 else []
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", *overrides, f"data_dir={data_dir}",
-           f"hydra.sweep.dir={out}", *parallel_jobs()]
+           f"hydra.sweep.dir={out}", *launcher]
     print("+", " ".join(cmd[1:]), flush=True)
     rc = subprocess.run(cmd, cwd=ROOT).returncode
     if rc == 2 and skip_missing:

@@ -50,6 +50,17 @@ def test_prune_zeroes_exact_fraction_per_tensor(ratio):
             assert g[~kept].abs().max() <= g[kept].abs().min()  # the smallest went
 
 
+@pytest.mark.fast
+def test_prune_breaks_ties_at_the_cut_by_position():
+    """Magnitudes with many ties: exactly the entries a stable sort puts first are zeroed."""
+    g = torch.randint(1, 6, (3, 400), generator=gen(0)).float() * (torch.rand(3, 400, generator=gen(1)) - 0.5).sign()
+    pruned = prune([g], ratio=0.37, batch_dims=1)[0]
+    for row, out in zip(g, pruned):
+        order = sorted(range(len(row)), key=lambda i: (abs(float(row[i])), i))
+        gone = set(order[:round(0.37 * 400)])
+        assert [i for i in range(len(row)) if out[i] == 0] == sorted(gone)
+
+
 def test_prune_per_batch_entry():
     g = torch.randn(4, 50)
     g[0] *= 1000  # a huge entry must not steal the others' budget

@@ -116,6 +116,26 @@ def test_intercepted_round_is_cached(tmp_path):
 
 
 @pytest.mark.fast
+def test_rounds_kept_by_the_training_are_the_replayed_rounds(tmp_path, monkeypatch):
+    """train.keep_rounds: the run caches those rounds as it trains, equal to a replay, and
+    intercept_round then reads them without replaying (fit is not called again)."""
+    cfg = job_cfg(tmp_path, NOISE, keep_rounds=[0, 7])
+    train, test = load_train_test(cfg)
+    replayed = fit(cfg, train, test, defense_from_config(NOISE), intercept=7)["intercepted"]
+    result = training.run_training(cfg)
+    assert "kept" not in result and result["steps"] > 7
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("replayed a kept round"))
+    kept, cached = training.intercept_round(cfg, 7)
+    assert cached
+    assert all(torch.equal(a, b) for a, b in zip(kept["updates"], replayed["updates"]))
+    assert all(torch.equal(kept["params"][n], p) for n, p in replayed["params"].items())
+    assert torch.equal(kept["index"], replayed["index"])
+    assert training.intercept_round(cfg, 0)[1]
+    with pytest.raises(TrainingConfigError, match=r"^train.keep_rounds=\[-1\]: must be a list"):
+        check_train_config(job_cfg(tmp_path, NOISE, keep_rounds=[-1]))
+
+
+@pytest.mark.fast
 def test_a_rounds_targets_are_its_first_clients_local_batches():
     assert (attacked_batch(composed("attack.num_targets=8")).num_targets, composed().attack.batch_size) == (8, 1)
     for asked, attacked in ((1, 1), (3, 3), (8, 4)):  # train=smoke: 4 workers, 16 images each

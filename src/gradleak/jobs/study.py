@@ -45,7 +45,9 @@ def stage_sweeps(study: DictConfig, stage: str, root: Path | None = None) -> lis
         raise KeyError(f"stage={stage}: allowed datasets, {', '.join(study.stages)}")
     survey = stage in SURVEYS
     size = study.survey if survey else study
-    sizes = [f"dataset={study.dataset}", *size.attack, *([] if survey else study.train), _seeds(size)]
+    # Every trained job keeps the rounds stage's rounds, so that stage replays no training.
+    trained = [*study.train, "train.keep_rounds=[" + ",".join(map(str, study.rounds.at)) + "]"]
+    sizes = [f"dataset={study.dataset}", *size.attack, *([] if survey else trained), _seeds(size)]
     if stage == ROUNDS:  # the training's rounds and clients the profile names
         sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)), f"attack.num_targets={study.rounds.clients}"]
     grids = study.stages[stage]

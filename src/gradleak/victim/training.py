@@ -7,9 +7,10 @@ dataset/model/train profile/seed. Every run is cached (cache.py) by what determi
 the baseline is trained once per seed, and the jobs of a sweep that attack one defended
 training with several attackers train it once.
 
-`intercept_round(cfg, round)` replays the same run up to training step `round` and keeps
-what the attacker intercepts there: the server's weights, every client's batch and its
-defended update (cached as well).
+`intercept_round(cfg, round)` gives what the attacker intercepts at training step `round`:
+the server's weights, every client's batch and its defended update (cached as well). The
+rounds a profile lists in `train.keep_rounds` are kept by the training run itself; any
+other round replays the run up to it.
 """
 import time
 import warnings
@@ -49,13 +50,15 @@ TRAIN_OPTIMIZERS = {
 class DefendedTraining(pl.LightningModule):
     """Manual optimization: the server's averaged defended gradient is what the optimizer applies."""
 
-    def __init__(self, model, defense, train_cfg, seed: int, metrics_logger=None, intercept: int | None = None):
+    def __init__(self, model, defense, train_cfg, seed: int, metrics_logger=None, keep=(),
+                 stop_after: int | None = None):
         super().__init__()
         self.model, self.defense, self.tcfg, self.seed = model, defense, train_cfg, seed
         self.metrics_logger = metrics_logger  # not Lightning's: curves use epochs as steps
         self.automatic_optimization = False
         self.curve = {"epoch": [], **{k: [] for k in CURVE_KEYS}}
-        self.intercept, self.intercepted = intercept, None  # the step to keep, what it shared
+        self.keep, self.kept = set(keep), {}  # the steps to intercept, what each shared
+        self.stop_after = stop_after
 
     def configure_optimizers(self):
         opt = TRAIN_OPTIMIZERS[self.tcfg.optimizer](self.model.parameters(), self.tcfg)
@@ -71,7 +74,7 @@ class DefendedTraining(pl.LightningModule):
         self._train_loss, self._train_batches = torch.zeros((), device=self.device), 0
 
     def on_train_batch_start(self, batch, batch_idx):
-        if self.intercept is not None and self.global_step > self.intercept:
+        if self.stop_after is not None and self.global_step > self.stop_after:
             return -1  # intercepted: the rest of the run is not needed
 
     def training_step(self, batch, batch_idx):
@@ -80,8 +83,8 @@ class DefendedTraining(pl.LightningModule):
         defended, losses = client_updates(self.model, images, labels, self.defense, step=self.global_step,
                                           seed=self.seed, vectorize=self.vectorize,
                                           local_steps=self.tcfg.local_steps, local_lr=self.tcfg.local_lr)
-        if self.global_step == self.intercept:
-            self.intercepted = {"params": {n: p.detach().clone() for n, p in self.model.named_parameters()},
+        if self.global_step in self.keep:
+            self.kept[self.global_step] = {"params": {n: p.detach().clone(memory_format=torch.contiguous_format) for n, p in self.model.named_parameters()},
                                 "images": images.clone(), "labels": labels.clone(),
                                 "index": index.reshape(labels.shape).clone(),
                                 "updates": [torch.stack(u) for u in zip(*defended)]}
@@ -146,6 +149,9 @@ def check_train_config(cfg) -> None:
         raise TrainingConfigError(f"train.accountant={t.accountant}: allowed: {', '.join(ACCOUNTANTS)}")
     if not 0 < t.delta < 1:
         raise TrainingConfigError(f"train.delta={t.delta}: must be in (0, 1)")
+    rounds = t.get("keep_rounds") or []
+    if not all(isinstance(r, int) and r >= 0 for r in rounds):
+        raise TrainingConfigError(f"train.keep_rounds={list(rounds)}: must be a list of training steps (integers >= 0)")
     if not isinstance(t.local_steps, int) or t.local_steps < 1:
         raise TrainingConfigError(f"train.local_steps={t.local_steps}: must be a positive integer")
     if t.local_steps > 1 and not t.local_lr > 0:
@@ -159,12 +165,12 @@ def training_key(cfg, defense: dict | None = None) -> str:
     """Hash of what determines a training run: data, architecture, profile, seed and the
     defense (`defense`, default undefended). Where files live (data_dir, cache_dir), the
     profile's name, how workers are computed (vectorize) and how privacy is accounted
-    (delta, accountant) change no result, so they are left out; so is the attack, which
-    training never sees."""
+    (delta, accountant) and which rounds it keeps for attacks (keep_rounds) change no
+    result, so they are left out; so is the attack, which training never sees."""
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     dataset.pop("data_dir", None)
     train = OmegaConf.to_container(cfg.train, resolve=True)
-    for key in ("name", "cache_dir", "vectorize", "delta", "accountant"):
+    for key in ("name", "cache_dir", "vectorize", "delta", "accountant", "keep_rounds"):
         train.pop(key, None)
     if train.get("local_steps", 1) == 1:  # FedSGD: no local step is taken
         train.pop("local_lr", None)
@@ -192,13 +198,13 @@ def run_training(cfg, logger=None, test: Split | None = None) -> dict:
     data = cache(lambda: load_train_test(cfg, test))  # not loaded when everything is cached
     defense = OmegaConf.to_container(cfg.defense, resolve=True)
     undefended = defense["name"] == "none"
-    baseline, cached_baseline = cached_json(cfg.train.cache_dir, training_key(cfg), lambda: fit(
-        cfg, *data(), defense_from_config({"name": "none"}), logger if undefended else None))
+    baseline, cached_baseline = cached_json(cfg.train.cache_dir, training_key(cfg), lambda: _fit_keeping_rounds(
+        cfg, data(), {"name": "none"}, logger if undefended else None))
     if undefended:
         result, cached = baseline, cached_baseline
     else:
-        result, cached = cached_json(cfg.train.cache_dir, training_key(cfg, defense), lambda: fit(
-            cfg, *data(), defense_from_config(defense), logger))
+        result, cached = cached_json(cfg.train.cache_dir, training_key(cfg, defense), lambda: _fit_keeping_rounds(
+            cfg, data(), defense, logger))
     if cached:
         _replay_curve(logger, result["curve"])
     if DEFENSES[defense["name"]].per_sample:  # DP-SGD: its guarantee, accounted now
@@ -207,6 +213,22 @@ def run_training(cfg, logger=None, test: Split | None = None) -> dict:
     return {**result, "baseline_test_acc": baseline["test_acc"],
             "utility_drop": baseline["test_acc"] - result["test_acc"], "cached": cached,
             "cached_baseline": cached_baseline}
+
+
+def _fit_keeping_rounds(cfg, splits: tuple[Split, Split], defense: dict, logger) -> dict:
+    """fit, with the rounds of train.keep_rounds cached where intercept_round looks first."""
+    result = fit(cfg, *splits, defense_from_config(defense), logger, keep=keep_rounds(cfg))
+    for step, intercepted in result.pop("kept").items():
+        cached_tensors(cfg.train.cache_dir, round_key(cfg, defense, step), lambda: intercepted)
+    return result
+
+
+def keep_rounds(cfg) -> list[int]:
+    return list(cfg.train.get("keep_rounds") or [])
+
+
+def round_key(cfg, defense: dict, round: int) -> str:
+    return f"{training_key(cfg, defense)}-round{round}"
 
 
 def _replay_curve(logger, curve: dict) -> None:
@@ -223,7 +245,7 @@ def intercept_round(cfg, round: int, splits: tuple[Split, Split] | None = None) 
     run_training's. `splits`: load_train_test(cfg)'s, when the caller holds them."""
     check_train_config(cfg)
     defense = OmegaConf.to_container(cfg.defense, resolve=True)
-    key = f"{training_key(cfg, defense)}-round{round}"
+    key = round_key(cfg, defense, round)
 
     def replay():
         train, test_split = splits if splits is not None else load_train_test(cfg)
@@ -261,9 +283,10 @@ def _subset(split: Split, limit, seed: int) -> Split:
     return Split(split.images[keep], split.labels[keep], split.num_classes)
 
 
-def fit(cfg, train: Split, test: Split, defense, logger=None, intercept: int | None = None) -> dict:
-    """One seeded training run under `defense`; the result dict without the baseline keys.
-    `intercept`: stop after that training step, with what it shared under "intercepted"."""
+def fit(cfg, train: Split, test: Split, defense, logger=None, intercept: int | None = None, keep=()) -> dict:
+    """One seeded training run under `defense`; the result dict without the baseline keys,
+    with what the steps in `keep` shared under "kept" ({step: intercepted}).
+    `intercept`: stop after that training step and return only what it shared, as "intercepted"."""
     t = cfg.train
     if len(train) < t.batch_size:
         raise TrainingConfigError(f"train.batch_size={t.batch_size}: the train split has only "
@@ -272,10 +295,14 @@ def fit(cfg, train: Split, test: Split, defense, logger=None, intercept: int | N
     channels, size, _ = train.shape
     model = build_model(model_name(cfg), in_channels=channels, image_size=size,
                         num_classes=train.num_classes)
+    # Channels-last convolution weights: the many small per-worker backward passes run
+    # faster (scripts/bench_training.py); the values computed are the same up to rounding.
+    model = model.to(memory_format=torch.channels_last)
     if defense.per_sample and any(True for _ in model.buffers()):
         raise TrainingConfigError(f"defense={defense.name}: clips per-sample gradients, which "
                                   f"{model_name(cfg)}'s BatchNorm does not have (use model=lenet)")
-    module = DefendedTraining(model, defense, t, cfg.seed, logger, intercept)
+    module = DefendedTraining(model, defense, t, cfg.seed, logger,
+                              keep=[intercept] if intercept is not None else keep, stop_after=intercept)
     per_epoch = len(train) // t.batch_size
     epochs = t.epochs if intercept is None else intercept // per_epoch + 1
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_epochs=epochs,
@@ -288,8 +315,8 @@ def fit(cfg, train: Split, test: Split, defense, logger=None, intercept: int | N
     wall = time.perf_counter() - start
     curve = module.curve
     if intercept is not None:
-        return {"intercepted": module.intercepted}
-    return {"test_acc": curve["test_acc"][-1], "test_loss": curve["test_loss"][-1],
+        return {"intercepted": module.kept[intercept]}
+    return {"kept": module.kept, "test_acc": curve["test_acc"][-1], "test_loss": curve["test_loss"][-1],
             "train_loss": curve["train_loss"][-1], "wall_s": wall, "epochs": t.epochs,
             "train_images": len(train), "steps": training_steps(cfg, len(train)), "curve": curve}
 

@@ -1,0 +1,44 @@
+"""scripts/sweep.py: how a stage's sweeps are launched (without running a job)."""
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import sweep  # noqa: E402
+
+from gradleak.jobs.study import load_study, stage_sweeps  # noqa: E402
+
+
+@pytest.mark.fast
+def test_jobs_of_counts_the_sweeps_product_not_list_values():
+    study = load_study("smoke")
+    assert [sweep.jobs_of(s.overrides) for s in stage_sweeps(study, "prune")] == [3 * 6 * 3]
+    assert [sweep.jobs_of(s.overrides) for s in stage_sweeps(study, "rounds")] == [9, 9, 9]
+    assert "train.keep_rounds=[0,312,3119]" in stage_sweeps(study, "prune")[0].overrides
+    assert set(sweep.jobs_of(s.overrides) for s in stage_sweeps(study, "datasets")) == {1}
+
+
+@pytest.mark.fast
+def test_one_job_sweeps_run_side_by_side_after_the_first(monkeypatch, tmp_path):
+    """The first sweep runs alone (it creates the tracking database); the others two at a
+    time: each waits at a barrier for a partner, which a one-at-a-time launch never reaches."""
+    sweeps = stage_sweeps(load_study("smoke"), "datasets")[:7]
+    partner = threading.Barrier(2, timeout=30)
+    calls = []
+
+    def fake_multirun(overrides, data_dir, out, skip_missing=False, parallel=True):
+        calls.append((out.name, parallel))
+        if len(calls) > 1:
+            partner.wait()
+        return 2 if out.name == "svhn" else 0
+
+    monkeypatch.setattr(sweep, "multirun", fake_multirun)
+    monkeypatch.setattr(sweep, "parallel_jobs", lambda: 2)
+    codes = sweep.run_sweeps(sweeps, "data", tmp_path)
+    assert calls[0] == (sweeps[0].folder, False)
+    assert sorted(calls[1:]) == sorted((s.folder, False) for s in sweeps[1:])
+    assert codes == [2 if s.folder == "svhn" else 0 for s in sweeps]
