@@ -41,7 +41,7 @@ def verdicts(folder: Path) -> dict:
     for path in sorted(folder.rglob("metrics.json")):
         metrics = json.loads(path.read_text())
         cfg = metrics["config"]
-        setting = json.dumps(cfg["defense"], sort_keys=True)
+        setting = json.dumps(metrics["defense"], sort_keys=True)
         for t in metrics["targets"]:
             out[(setting, cfg["seed"], t["target"])] = (bool(t["success"]), t["reidentified"] == 1.0,
                                                         metrics["attack"]["wall_s"], t.get("stop_step", -1))
@@ -89,8 +89,12 @@ def main() -> int:
               f"({len(result['flips']['reidentified'])} flipped); attack time {b_wall:.0f} -> {c_wall:.0f} s "
               f"(x{b_wall / max(c_wall, 1e-9):.2f})")
         for verdict, flips in result["flips"].items():
-            for defense, seed, target, was, now in flips:
-                print(f"  {verdict}: {defense} seed {seed} target {target}: {was} -> {now}")
+            per_setting = {}
+            for defense, _, _, was, _ in flips:
+                name = " ".join(dict.fromkeys([defense["family_title"], defense["strength_label"]]))
+                per_setting.setdefault(name, [0, 0])[int(was)] += 1
+            for name, (gained, lost) in per_setting.items():
+                print(f"  {verdict}: {name}: {lost} lost, {gained} gained")
     return 0
 
 

@@ -84,10 +84,11 @@ class DefendedTraining(pl.LightningModule):
                                           seed=self.seed, vectorize=self.vectorize,
                                           local_steps=self.tcfg.local_steps, local_lr=self.tcfg.local_lr)
         if self.global_step in self.keep:
-            self.kept[self.global_step] = {"params": {n: p.detach().clone(memory_format=torch.contiguous_format) for n, p in self.model.named_parameters()},
-                                "images": images.clone(), "labels": labels.clone(),
-                                "index": index.reshape(labels.shape).clone(),
-                                "updates": [torch.stack(u) for u in zip(*defended)]}
+            params = {n: p.detach().clone(memory_format=torch.contiguous_format)
+                      for n, p in self.model.named_parameters()}
+            self.kept[self.global_step] = {"params": params, "images": images.clone(), "labels": labels.clone(),
+                                           "index": index.reshape(labels.shape).clone(),
+                                           "updates": [torch.stack(u) for u in zip(*defended)]}
         grads, loss = server_mean(defended), losses.mean()
         opt = self.optimizers()
         opt.zero_grad()
@@ -219,7 +220,7 @@ def _fit_keeping_rounds(cfg, splits: tuple[Split, Split], defense: dict, logger)
     """fit, with the rounds of train.keep_rounds cached where intercept_round looks first."""
     result = fit(cfg, *splits, defense_from_config(defense), logger, keep=keep_rounds(cfg))
     for step, intercepted in result.pop("kept").items():
-        cached_tensors(cfg.train.cache_dir, round_key(cfg, defense, step), lambda: intercepted)
+        cached_tensors(cfg.train.cache_dir, round_key(cfg, defense, step), lambda kept=intercepted: kept)
     return result
 
 
