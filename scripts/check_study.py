@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 UNTRACKED = "results/"  # the study's intermediate outputs: not in git, not checked
 RERUN = ("GRADLEAK_DATA_DIR=../shared/data dvc repro   # then commit dvc.lock with docs/figures "
-         "(README: Reproducing the paper)")
+         "(docs/study.md: The study gate)")
 
 
 def dvc_status(root: Path) -> dict:

@@ -22,7 +22,7 @@ import torch
 from bench import default_attack_config, load_images
 
 from gradleak.engine.attack import Attack
-from gradleak.engine.quality import wilson
+from gradleak.intervals import wilson
 from gradleak.victim.models import LeNet
 
 SIZES = (1, 8, 32, 64, 192, 1024, 10**9)

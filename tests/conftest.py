@@ -123,7 +123,7 @@ def _wait_for(uri: str, server: subprocess.Popen, log: Path) -> None:
 @pytest.fixture(scope="module")
 def mlflow_server():
     """A real MLflow tracking server (serving artifacts) on a real PostgreSQL, both started
-    here on free ports, as README's "Scaling out" says; yields the server's http:// URI."""
+    here on free ports, as docs/scaling.md says; yields the server's http:// URI."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         reason = "PostgreSQL binaries (initdb, pg_ctl) not found; install Debian's postgresql package"

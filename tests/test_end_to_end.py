@@ -21,9 +21,11 @@ def test_default_run_on_digits_leaks_and_is_tracked(run_py):
     assert "re-identified (rank 1 of" in res.stdout and "mlflow ui --backend-store-uri" in res.stdout
     m = json.loads((run_py.dir / "run" / "metrics.json").read_text())
     assert len(m["targets"]) == 8
-    assert sum(t["success"] for t in m["targets"]) >= 1
-    assert min(t["mse"] for t in m["targets"]) < 1e-3
-    assert 0.0 <= m["attack"]["label_acc"] <= 1.0
+    # undefended DLG on 8x8 digits converges hard: every target rebuilt, label and all
+    assert sum(t["success"] for t in m["targets"]) == 8
+    assert sum(t["reidentified"] for t in m["targets"]) == 8
+    assert max(t["mse"] for t in m["targets"]) < 1e-3
+    assert m["attack"]["label_acc"] == 1.0
     assert (run_py.dir / "run" / "reconstruction.png").stat().st_size > 5000
     client, runs = runs_of(run_py)
     assert len(runs) == 1

@@ -15,9 +15,9 @@ import pytest
 from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
+from gradleak.intervals import wilson
 from gradleak.jobs import sweep_review as sr
 from gradleak.jobs import tracking
-from gradleak.jobs.sweep_review import wilson
 
 SWEEP = ["defense=noise", "scale=1e-4,1e-2,1e-1", "attack.num_targets=2", "attack.steps=10"]
 

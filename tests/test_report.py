@@ -339,7 +339,7 @@ def test_each_attacker_is_a_row_and_the_strongest_takes_each_verdicts_best(two_a
 
 
 def test_figures_judge_each_setting_by_its_strongest_attacker(two_attackers, tmp_path):
-    from gradleak.report import verdicts
+    from gradleak.report import verdict_figures as verdicts
 
     t = results.read_tables(two_attackers)
     table = paper.defense_table(t["summary"], t["targets"])

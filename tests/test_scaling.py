@@ -460,15 +460,21 @@ def test_silent_tracking_server_times_out(capsys, monkeypatch):
     assert f"tracking.uri={uri}: no MLflow tracking server answered (nothing within 2 s)" in err
 
 
-def readme_command(start: str) -> list[str]:
-    """The arguments of the README command that starts with `start` (continuation lines joined)."""
-    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
-    line = next(line for line in text.splitlines() if line.startswith(start))
-    return shlex.split(line)[2:]  # after "python run.py"
+def readme_commands(start: str) -> list[list[str]]:
+    """The arguments of every command that starts with `start` (continuation lines joined) in
+    the README and docs/scaling.md, where its "Scaling out" points."""
+    found = []
+    for doc in ("README.md", "docs/scaling.md"):
+        text = (ROOT / doc).read_text().replace("\\\n", " ")
+        # the arguments after "python run.py"
+        found += [shlex.split(line)[2:] for line in text.splitlines() if line.startswith(start)]
+    assert found, f"no command starting with {start!r} in README.md or docs/scaling.md"
+    return found
 
 
 @pytest.mark.parametrize("start,jobs", [("python run.py -m hydra/launcher=joblib", 6),
                                         ("python run.py -m hydra/launcher=submitit_slurm", 24)])
 def test_readme_sweep_commands_are_valid(start, jobs):
     """The documented commands compose: every launcher setting exists (no SLURM needed)."""
-    assert preflight(readme_command(start), CONF) == jobs
+    for argv in readme_commands(start):
+        assert preflight(argv, CONF) == jobs

@@ -90,7 +90,7 @@ def test_a_stopped_problem_keeps_the_result_it_had_at_its_stop_step(digits):
     for _ in range(attack.loop_steps):  # in lockstep: every running problem ends one step
         ended = attack.optimizer.state.running.nonzero().squeeze(1)
         attack.optimizer.step()
-        attack.judge(ended)
+        attack.stop_ended(ended)
         history.append(attack.optimizer.state.x.clone())
     stop_step = attack.stop_rules.step.tolist()
     assert sum(s > 0 for s in stop_step) >= 4  # the rules did stop problems here

@@ -93,7 +93,7 @@ def test_a_stop_rule_and_the_report_and_figures_fail_together(checkout):
     """The stall tolerance is read by every DLG job; the report code and docs/figures are
     dvc.lock's (one run of the gate checks both: it is the slow part)."""
     with edited(checkout, ("conf/attack/dlg.yaml", "stall_tolerance: 1.0e-2", "stall_tolerance: 2.0e-2"),
-                ("src/gradleak/report/verdicts.py", '"""', '"""Edited. '),
+                ("src/gradleak/report/verdict_figures.py", '"""', '"""Edited. '),
                 ("docs/figures/table_defenses.md", "|", "| edited", )):
         done = check(checkout)
     assert done.returncode == 1

@@ -13,7 +13,7 @@ from pytorch_lightning.loggers.logger import Logger
 from torch.func import functional_call, vmap
 from torch.utils.data import DataLoader, TensorDataset
 
-from gradleak.victim.clients import server_gradient, split_among_workers, worker_gradients
+from gradleak.victim.clients import client_updates, server_mean, split_among_workers, worker_gradients
 from gradleak.victim.data import load_split
 from gradleak.victim.defenses import defense_from_config
 from gradleak.victim.defenses.precision import lower_precision
@@ -57,6 +57,13 @@ def job_cfg(tmp_path, defense, **train):
         "defense": defense, "trainer": {"accelerator": "cpu"},
         "train": train_cfg(cache_dir=str(tmp_path / "cache"), optimizer="adam", lr=1e-2, epochs=3,
                            batch_size=32, **train)})
+
+
+def server_gradient(model, images, labels, defense, **how):
+    """What the optimizer applies (DefendedTraining.training_step): the mean over workers of
+    each worker's defended update, and the mean worker loss."""
+    defended, losses = client_updates(model, images, labels, defense, **how)
+    return server_mean(defended), losses.mean()
 
 
 def single_batch_grads(model, images, labels):

@@ -200,11 +200,11 @@ class Attack:
         waited_for = st.running.clone()
         while waited_for.any():
             ended = self.optimizer.tick(torch.nonzero(st.running).squeeze(1))
-            self.judge(ended)
+            self.stop_ended(ended)
             waited_for[ended] = False
             waited_for &= st.running
 
-    def judge(self, ended: torch.Tensor) -> None:
+    def stop_ended(self, ended: torch.Tensor) -> None:
         """The stop rules and the budget (attack.steps of its own) for problems that ended a step."""
         if ended.numel() == 0:
             return

@@ -3,8 +3,9 @@ summary over a job's targets with both verdicts' intervals, threshold curves."""
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from scipy.stats import binomtest
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from gradleak.intervals import wilson
 
 PSNR_CAP_DB = 100.0  # an exact reconstruction has infinite PSNR; report it as 100 dB
 
@@ -33,12 +34,6 @@ def image_metrics(recon: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.T
 
 PSNR_THRESHOLDS_DB = np.arange(10.0, 60.5, 1.0)
 SSIM_THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.05), 2)
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of a rate k / n."""
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def summarize_targets(per_target: list[dict], reid_chance: float) -> dict[str, float]:

@@ -6,7 +6,7 @@ reconstruction is closer to the private image than to any other image of the dat
 a readable reconstruction is re-identified even when its MSE is far above the exact-
 reconstruction threshold, and pure noise is re-identified at chance, 1 / (M + 1).
 MSE needs no learned features (none can be downloaded here, so no LPIPS) and is the
-scale the paper reports; the README says how the verdict moves with it.
+scale the paper reports; docs/attack.md (The two verdicts) says how the verdict moves with it.
 """
 import torch
 

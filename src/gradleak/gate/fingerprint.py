@@ -33,7 +33,7 @@ FOLDER = Path("docs") / "fingerprint"
 OUTSIDE_STUDY = "library"
 # |fresh - committed| <= RTOL x max(|fresh|, |committed|) + ATOL, per number. Runs of the
 # same code on other machines, thread counts and convolution kernels differ by far less
-# (docs/benchmarks.md: the study gate's tolerance); README: what a change below it can hide.
+# (docs/benchmarks.md: the study gate's tolerance); docs/architecture.md: what a change below it can hide.
 RTOL, ATOL = 1e-4, 1e-6
 
 

@@ -1,7 +1,8 @@
 """The job's config schema: each group's options, value types and ranges, checked with OmegaConf.
 
 Values (defaults) live in the YAML files under conf/ only; the schemas here and beside
-each defense (victim/defenses) and the attack (engine/attack.py) hold types and ranges.
+each defense (victim/defenses), the attack (engine/schema.py) and its stop rules
+(engine/stopping.py) hold types and ranges.
 `validate(cfg)` raises ConfigError with one line naming the key as the user spells it,
 the value and what is allowed. Types are checked by OmegaConf's structured configs;
 ranges and choices by each schema's __post_init__.

@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from scipy.stats import binomtest
 
+from gradleak.intervals import wilson
 from gradleak.jobs import tracking
 
 plt.switch_backend("agg")
@@ -50,11 +50,6 @@ class Child:
     @property
     def finished(self) -> bool:
         return self.run.info.status == "FINISHED"
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def review(client: MlflowClient, parent_id: str) -> list[dict]:

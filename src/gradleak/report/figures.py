@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from gradleak.report import gallery, rounds, verdicts
+from gradleak.report import gallery, rounds
+from gradleak.report import verdict_figures as vf
 from gradleak.report.claims import markdown_claims
 from gradleak.report.collect import read_tables
 from gradleak.report.paper import APART_STAGES, defense_table, markdown_table
@@ -19,18 +20,12 @@ from gradleak.report.statistics import curve_over_seeds
 
 plt.switch_backend("agg")  # files only, also where a display is set
 ITERATIONS = "iterations (gradient-match evaluations)"
-MARKERS = "osD^vP*X"
 
 
 def families(df: pd.DataFrame, defended_only: bool = False) -> list[str]:
     """The defense families present, in their registered order (family_rank)."""
     ranked = df[["family", "family_rank"]].drop_duplicates().sort_values("family_rank")
     return [f for f in ranked["family"] if not (defended_only and f == "none")]
-
-
-def family_colors(df: pd.DataFrame) -> dict[str, object]:
-    palette = iter(sns.color_palette("colorblind", 10))
-    return {f: "black" if f == "none" else next(palette) for f in families(df)}
 
 
 def family_title(df: pd.DataFrame, family: str) -> str:
@@ -219,12 +214,12 @@ def _study_figures(summary, targets, results, table) -> dict:
         note("no defended jobs; skipping the verdict figures and galleries")
         return {}
     chance = targets["distractors"].max() if "distractors" in targets else None
-    figs = {"fig_leak_rates.png": lambda: verdicts.leak_rates(table, None if chance is None else 1 / (chance + 1)),
-            "fig_frontier.png": lambda: verdicts.frontier(table) if _trained(table)
+    figs = {"fig_leak_rates.png": lambda: vf.leak_rates(table, None if chance is None else 1 / (chance + 1)),
+            "fig_frontier.png": lambda: vf.frontier(table) if _trained(table)
             else note("no training results (test_acc); skipping the frontier"),
-            "fig_thresholds.png": lambda: verdicts.threshold_curves(verdicts.strongest_jobs(table, targets)),
-            "fig_dpsgd.png": lambda: verdicts.privacy_curve(table)}
-    strongest = verdicts.strongest_jobs(table, summary)
+            "fig_thresholds.png": lambda: vf.threshold_curves(vf.strongest_jobs(table, targets)),
+            "fig_dpsgd.png": lambda: vf.privacy_curve(table)}
+    strongest = vf.strongest_jobs(table, summary)
     for family in families(table, defended_only=True):
         figs[f"fig_gallery_{family}.png"] = (lambda f=family: gallery.gallery(strongest, targets, results, f))
     return figs

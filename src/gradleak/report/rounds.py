@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from gradleak.report.statistics import t_interval, wilson
+from gradleak.intervals import wilson
+from gradleak.report.statistics import t_interval
 
 ROUNDS_STAGE = "rounds"
 GROUP = ["defense_setting", "family_title", "strength_label", "family_rank", "attacker"]

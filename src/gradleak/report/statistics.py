@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-CONFIDENCE = 0.95
+from gradleak.intervals import CONFIDENCE, wilson
+
 # A defense setting and how it is named (the naming columns are functions of the setting);
 # SETTING_KEYS adds the attacker: what one row of the study's tables aggregates.
 DEFENSE_KEYS = ["stage", "setting", "family", "family_title", "family_rank", "strength",
@@ -67,14 +68,6 @@ def curve_over_seeds(curves: pd.DataFrame, y: str, by: list[str]) -> pd.DataFram
     out[y], out[f"{y}_lo"], out[f"{y}_hi"] = (10 ** out["_mean"], 10 ** (out["_mean"] - half),
                                                10 ** (out["_mean"] + half))
     return out.drop(columns=["_mean", "_std", "_n"])
-
-
-def wilson(k: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Wilson score interval of the rate k / n (k rounded: a share of a target's images)."""
-    if n == 0:
-        return np.nan, np.nan
-    ci = stats.binomtest(int(round(k)), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def bootstrap_median(values, confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float, float]:

@@ -140,13 +140,5 @@ def client_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return defended, losses
 
 
-def server_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                    defense: Callable, **how) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The gradient the optimizer applies: the mean over workers of each worker's defended
-    update (client_updates, keywords alike). Returns (one tensor per parameter, mean worker loss)."""
-    defended, losses = client_updates(model, images, labels, defense, **how)
-    return server_mean(defended), losses.mean()
-
-
 def server_mean(defended: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     return [torch.stack(gs).mean(0) for gs in zip(*defended)]
