@@ -8,13 +8,14 @@ from omegaconf import OmegaConf
 from gradleak.checks import ConfigError
 from gradleak.engine.attack import Attack, adaptive_form
 from gradleak.engine.problems import DummyLayout, ProblemObjective
-from gradleak.victim.clients import server_gradient, split_among_workers, worker_seed
+from gradleak.victim.clients import split_among_workers, worker_seed
 from gradleak.victim.data import load_split
 from gradleak.victim.defenses import defense_from_config
 from gradleak.victim.defenses.dpsgd import clip_per_sample, dpsgd
 from gradleak.victim.gradients import per_sample_gradients, shared_gradients
 from gradleak.victim.models import LeNet
 from gradleak.victim.training import run_training
+from tests.test_training import server_gradient
 
 pytestmark = pytest.mark.fast
 

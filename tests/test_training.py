@@ -26,6 +26,7 @@ from gradleak.victim.training import (
     run_training,
     training_key,
 )
+from tests.test_config import composed
 
 torch.set_num_threads(1)
 NONE = defense_from_config({"name": "none"})
@@ -345,3 +346,20 @@ def test_smoke_profile_on_mnist(shared_data, tmp_path):
     assert results["defense=none"]["test_acc"] >= 0.95
     assert results["defense=noise scale=1e-1"]["utility_drop"] > 0.01
     assert abs(results["defense=precision precision=int8"]["utility_drop"]) < 0.01
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["model=resnet20", "defense=dpsgd"], "defense=dpsgd: clips per-sample gradients, which resnet20's BatchNorm "
+                                          "does not have (use model=lenet)"),
+    (["train.model=resnet20", "defense=dpsgd"], "defense=dpsgd: clips per-sample gradients, which resnet20's "
+                                                "BatchNorm does not have (use model=lenet)"),
+    (["model=resnet20", "attack.round=0"], "attack.round=0: the clients' BatchNorm statistics are not part of "
+                                           "the intercepted update (use model=lenet)"),
+    (["train.model=vgg"], "train.model=vgg: allowed: lenet, resnet20"),
+])
+@pytest.mark.fast
+def test_rules_between_training_and_model_fail_when_composed(overrides, message):
+    """Checked with the config (preflight), not after a training run or a replay."""
+    with pytest.raises(TrainingConfigError) as info:
+        composed("train=smoke", *overrides)
+    assert str(info.value) == message

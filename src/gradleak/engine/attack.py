@@ -22,12 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradleak.checks import ConfigError
 from gradleak.engine.labels import idlg_labels
 from gradleak.engine.optimizers import BATCHED_OPTIMIZERS, DIVERGED, RUNNING, STOPPED
 from gradleak.engine.problems import DummyLayout, ProblemObjective
 from gradleak.engine.quality import image_metrics, match_images
-from gradleak.engine.schema import check_adaptive_per_sample
+from gradleak.engine.schema import check_adaptive
 from gradleak.engine.stopping import StopRules, count_reasons
 from gradleak.victim.defenses import AdaptiveForm
 from gradleak.victim.gradients import last_linear_weight, per_sample_gradients, shared_gradients
@@ -297,13 +296,9 @@ class Attack:
 
 def adaptive_form(cfg, defense) -> AdaptiveForm:
     """What the attacker changes for the defense: nothing unless `attack.adaptive`."""
-    if not cfg.adaptive:
-        return AdaptiveForm()
     form = getattr(defense, "adaptive", None)
-    if form is None:
-        raise ConfigError(f"attack.adaptive=true: defense={getattr(defense, 'name', '?')} has no adaptive form")
-    check_adaptive_per_sample(cfg, getattr(defense, "per_sample", False))
-    return form
+    check_adaptive(cfg, getattr(defense, "name", "?"), form, getattr(defense, "per_sample", False))
+    return form if cfg.adaptive else AdaptiveForm()
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from gradleak.checks import choice, fail, in_range
+from gradleak.checks import ConfigError, choice, fail, in_range
 from gradleak.engine.objective import MATCHES
 from gradleak.engine.optimizers import BATCHED_OPTIMIZERS
 from gradleak.engine.stopping import StopSchema
@@ -59,10 +59,15 @@ class AttackSchema:
             in_range("attack.round", self.round, low=0)
 
 
-def check_adaptive_per_sample(attack, per_sample: bool) -> None:
-    """A per-sample defense (DP-SGD) is attacked adaptively on one image per gradient only:
-    the objective has the dummy batch's gradient, not its per-sample gradients."""
-    if per_sample and attack.adaptive and attack.batch_size != 1:
+def check_adaptive(attack, defense: str, form, per_sample: bool) -> None:
+    """attack.adaptive=true needs the defense's adaptive form (`form`, None: it has none). A
+    per-sample defense (DP-SGD) is attacked adaptively on one image per gradient only: the
+    objective has the dummy batch's gradient, not its per-sample gradients."""
+    if not attack.adaptive:
+        return
+    if form is None:
+        raise ConfigError(f"attack.adaptive=true: defense={defense} has no adaptive form")
+    if per_sample and attack.batch_size != 1:
         fail("attack.batch_size", attack.batch_size, "1 with attack.adaptive=true under a per-sample defense")
 
 

@@ -9,13 +9,13 @@ ranges and choices by each schema's __post_init__.
 """
 from dataclasses import dataclass
 
-from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING, DictConfig
 
-from gradleak.checks import ConfigError, choice, in_range
-from gradleak.engine.schema import AttackSchema, check_adaptive_per_sample
+from gradleak.checks import ConfigError, check_schema, choice, in_range
+from gradleak.engine.schema import AttackSchema, check_adaptive
 from gradleak.victim.defenses import DEFENSES, knobs_of
 from gradleak.victim.defenses import KNOBS as DEFENSE_KNOBS
+from gradleak.victim.train_schema import check_train_config
 
 # Knobs that live at the top level of the command line (defense=noise scale=1e-3, path=...).
 KNOBS = (*DEFENSE_KNOBS, "path")
@@ -52,21 +52,20 @@ class TopSchema:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the composed config; raises ConfigError (one line) on the first problem."""
-    _check(TopSchema, {"seed": cfg.seed, "threads": cfg.threads, "resume": cfg.resume}, "")
-    _check(DEFENSES[cfg.defense.name].schema, cfg.defense, "defense.")
-    _check(AttackSchema, cfg.attack, "attack.")
-    if cfg.attack.adaptive and DEFENSES[cfg.defense.name].adaptive(knobs_of(cfg.defense)) is None:
-        raise ConfigError(f"attack.adaptive=true: defense={cfg.defense.name} has no adaptive form")
-    _check(DatasetSchema, cfg.dataset, "dataset.")
+    """Check the composed config: each group's schema, then the rules between groups (each
+    in one place: the attack's in engine/schema.py, the training's in victim/train_schema.py).
+    Raises ConfigError (one line) on the first problem; preflight runs it for every job."""
+    check_schema(TopSchema, {"seed": cfg.seed, "threads": cfg.threads, "resume": cfg.resume}, "")
+    defense = DEFENSES[cfg.defense.name]
+    check_schema(defense.schema, cfg.defense, "defense.", KNOBS)
+    check_schema(AttackSchema, cfg.attack, "attack.", KNOBS)
+    check_schema(DatasetSchema, cfg.dataset, "dataset.", KNOBS)
     if cfg.train.name != "none":
-        from gradleak.victim.training import check_train_config  # Lightning: only when training
-
         check_train_config(cfg)
     if cfg.attack.round is not None and cfg.train.name == "none":
         raise ConfigError(f"attack.round={cfg.attack.round}: attacks a training run's round; "
                           "set train=smoke (or another train profile)")
-    check_adaptive_per_sample(attacked_batch(cfg), DEFENSES[cfg.defense.name].per_sample)
+    check_adaptive(attacked_batch(cfg), cfg.defense.name, defense.adaptive(knobs_of(cfg.defense)), defense.per_sample)
 
 
 def attacked_batch(cfg: DictConfig) -> DictConfig:
@@ -77,31 +76,3 @@ def attacked_batch(cfg: DictConfig) -> DictConfig:
         t = cfg.train
         attack.num_targets, attack.batch_size = min(attack.num_targets, t.workers), t.batch_size // t.workers
     return attack
-
-
-def _check(schema, node, prefix: str) -> None:
-    try:
-        if isinstance(node, DictConfig):  # resolve first: knobs interpolate from the root
-            node = OmegaConf.to_container(node, resolve=True)
-        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
-    except OmegaConfBaseException as exc:
-        key = str(exc.full_key or "")
-        shown = key if key in KNOBS else prefix + key
-        raise ConfigError(f"{shown}={_value_of(node, key)}: {_reason(exc, key)}") from None
-
-
-def _value_of(node: dict, key: str):
-    return node.get(key, "?") if isinstance(node, dict) else "?"
-
-
-def _reason(exc: OmegaConfBaseException, key: str) -> str:
-    first = str(exc).splitlines()[0]
-    if "could not be converted to" in first:  # "Value 'abc' of type 'str' could not be converted to Float"
-        return "allowed values of type " + first.rsplit(" ", 1)[-1].lower()
-    if "is not a valid bool" in first:
-        return "allowed values are true, false"
-    if "not in struct" in first or ("Key '" in first and "not in" in first):
-        return f"unknown key '{key}'"
-    if "Missing mandatory value" in first:
-        return "missing: its conf/ group file must set it"
-    return first

@@ -74,9 +74,6 @@ def _looped(model, buffers, images, labels):
 
 def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
     """([W, b, *p.shape] per parameter, mean losses [W]) in one vmap over the W x b samples."""
-    if any(True for _ in model.buffers()):
-        raise ValueError("per-sample gradients need a model without buffers: BatchNorm mixes the "
-                         "samples of a batch (use model=lenet with defense=dpsgd)")
     params = {n: p.detach() for n, p in model.named_parameters()}
     workers, per_worker = labels.shape
 

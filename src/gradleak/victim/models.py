@@ -1,4 +1,6 @@
 """Victim models. The DLG LeNet follows the paper's reference code exactly."""
+from functools import cache
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,3 +96,11 @@ def build_model(name: str, in_channels: int, image_size: int, num_classes: int) 
 
 
 MODELS = {"lenet": LeNet, "resnet20": ResNet20}
+
+
+@cache
+def uses_batchnorm(name: str) -> bool:
+    """Whether the model keeps BatchNorm statistics (buffers): it has no per-sample gradients,
+    and its statistics are not part of a client's update."""
+    with torch.random.fork_rng(devices=[]):  # building draws weights: leave the job's stream alone
+        return any(True for _ in build_model(name, in_channels=1, image_size=8, num_classes=2).buffers())

@@ -22,29 +22,18 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
-from gradleak.checks import ConfigError
 from gradleak.victim.cache import cached_json, cached_tensors, content_hash
 from gradleak.victim.clients import client_updates, server_mean, split_among_workers
 from gradleak.victim.data import Split, load_split
 from gradleak.victim.defenses import DEFENSES, defense_from_config
 from gradleak.victim.models import build_model
-from gradleak.victim.privacy import ACCOUNTANTS, privacy_spent
+from gradleak.victim.privacy import privacy_spent
+from gradleak.victim.train_schema import TRAIN_OPTIMIZERS, TrainingConfigError, check_train_config
 
 CACHE_VERSION = 2  # bump when a change to training changes its results
 EVAL_BATCH = 1000
 METRIC_NAMES = {"test_acc": "train/test_acc", "test_loss": "train/test_loss", "train_loss": "train/loss"}
 CURVE_KEYS = tuple(METRIC_NAMES)
-
-
-class TrainingConfigError(ConfigError):
-    """A train profile that cannot run; the message is one line meant for the user."""
-
-
-TRAIN_OPTIMIZERS = {
-    "sgd": lambda params, t: torch.optim.SGD(params, lr=t.lr, momentum=t.momentum,
-                                             weight_decay=t.weight_decay),
-    "adam": lambda params, t: torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay),
-}
 
 
 class DefendedTraining(pl.LightningModule):
@@ -131,35 +120,6 @@ def log_epoch(logger, epoch: int, values: dict) -> None:
 def model_name(cfg) -> str:
     """The trained architecture: train.model when set, else the attacked victim (cfg.model)."""
     return cfg.train.get("model") or cfg.model.name
-
-
-def check_train_config(cfg) -> None:
-    """Fail before any work with one line naming the key, the value and what is allowed."""
-    t = cfg.train
-    if t.optimizer not in TRAIN_OPTIMIZERS:
-        raise TrainingConfigError(f"train.optimizer={t.optimizer}: allowed: {', '.join(TRAIN_OPTIMIZERS)}")
-    for key in ("workers", "batch_size", "epochs"):
-        if not isinstance(t[key], int) or t[key] < 1:
-            raise TrainingConfigError(f"train.{key}={t[key]}: must be a positive integer")
-    if t.batch_size % t.workers:
-        raise TrainingConfigError(f"train.batch_size={t.batch_size}: must be a multiple of "
-                                  f"train.workers={t.workers} (each worker gets an equal shard)")
-    if t.vectorize not in ("auto", True, False):
-        raise TrainingConfigError(f"train.vectorize={t.vectorize}: allowed: auto, true, false")
-    if t.accountant not in ACCOUNTANTS:
-        raise TrainingConfigError(f"train.accountant={t.accountant}: allowed: {', '.join(ACCOUNTANTS)}")
-    if not 0 < t.delta < 1:
-        raise TrainingConfigError(f"train.delta={t.delta}: must be in (0, 1)")
-    rounds = t.get("keep_rounds") or []
-    if not all(isinstance(r, int) and r >= 0 for r in rounds):
-        raise TrainingConfigError(f"train.keep_rounds={list(rounds)}: must be a list of training steps (integers >= 0)")
-    if not isinstance(t.local_steps, int) or t.local_steps < 1:
-        raise TrainingConfigError(f"train.local_steps={t.local_steps}: must be a positive integer")
-    if t.local_steps > 1 and not t.local_lr > 0:
-        raise TrainingConfigError(f"train.local_lr={t.local_lr}: must be > 0 with train.local_steps > 1")
-    if t.local_steps > 1 and DEFENSES[cfg.defense.name].per_sample:
-        raise TrainingConfigError(f"train.local_steps={t.local_steps}: defense={cfg.defense.name} clips the "
-                                  "per-sample gradients of one step; use train.local_steps=1")
 
 
 def training_key(cfg, defense: dict | None = None) -> str:
@@ -299,9 +259,6 @@ def fit(cfg, train: Split, test: Split, defense, logger=None, intercept: int | N
     # Channels-last convolution weights: the many small per-worker backward passes run
     # faster (scripts/bench_training.py); the values computed are the same up to rounding.
     model = model.to(memory_format=torch.channels_last)
-    if defense.per_sample and any(True for _ in model.buffers()):
-        raise TrainingConfigError(f"defense={defense.name}: clips per-sample gradients, which "
-                                  f"{model_name(cfg)}'s BatchNorm does not have (use model=lenet)")
     module = DefendedTraining(model, defense, t, cfg.seed, logger,
                               keep=[intercept] if intercept is not None else keep, stop_after=intercept)
     per_epoch = len(train) // t.batch_size
