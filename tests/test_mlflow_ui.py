@@ -16,8 +16,8 @@ from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
 from gradleak.intervals import wilson
-from gradleak.jobs import sweep_review as sr
 from gradleak.jobs import tracking
+from gradleak.report import sweep_review as sr
 
 SWEEP = ["defense=noise", "scale=1e-4,1e-2,1e-1", "attack.num_targets=2", "attack.steps=10"]
 
@@ -105,27 +105,37 @@ def test_each_job_logs_what_it_attacked_as_a_dataset_input(swept):
 def test_parent_run_holds_the_sweeps_table_gallery_and_figure(swept):
     _, client, _, parent, children, _ = swept
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"children.md", "children.csv", "gallery.png", "leak_rate.png"} <= names
+    assert {"children.md", "children.csv", "gallery.png", "verdicts.png"} <= names
     rows = list(csv.DictReader(io.StringIO(read_artifact(client, parent.info.run_id, "children.csv"))))
     assert [r["run_id"] for r in rows] == [c.info.run_id for c in children]
     for row, run in zip(rows, children):
         m = json.loads(read_artifact(client, run.info.run_id, "metrics.json"))
         k = sum(t["success"] for t in m["targets"])
         assert row["overrides"] == run.data.tags["overrides"] and row["status"] == "FINISHED"
-        assert (int(row["leaked"]), int(row["targets"])) == (k, 2)
-        assert float(row["leak_rate"]) == pytest.approx(m["attack"]["success_rate"])
-        assert (float(row["leak_lo"]), float(row["leak_hi"])) == pytest.approx(wilson(k, 2))
+        assert (int(row["exact"]), int(row["targets"])) == (k, 2)
+        assert float(row["exact_rate"]) == pytest.approx(m["attack"]["success_rate"])
+        assert (float(row["exact_lo"]), float(row["exact_hi"])) == pytest.approx(wilson(k, 2))
         assert float(row["mse_median"]) == pytest.approx(m["attack"]["mse_median"])
         r = round(sum(t["reidentified"] for t in m["targets"]))
         assert float(row["reid_rate"]) == pytest.approx(m["attack"]["reid_rate"])
         assert (float(row["reid_lo"]), float(row["reid_hi"])) == pytest.approx(wilson(r, 2))
     # the weakest noise leaks both targets, the strongest none: Wilson 95% bounds for 2/2 and 0/2
-    assert [int(r["leaked"]) for r in (rows[0], rows[2])] == [2, 0]
-    assert float(rows[0]["leak_lo"]) == pytest.approx(0.3424, abs=1e-4)
-    assert float(rows[2]["leak_hi"]) == pytest.approx(0.6576, abs=1e-4)
+    assert [int(r["exact"]) for r in (rows[0], rows[2])] == [2, 0]
+    assert float(rows[0]["exact_lo"]) == pytest.approx(0.3424, abs=1e-4)
+    assert float(rows[2]["exact_hi"]) == pytest.approx(0.6576, abs=1e-4)
     note = client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
-    assert note == read_artifact(client, parent.info.run_id, "children.md")
-    assert note.count("| FINISHED |") == 3 and "2/2 = 100% [34%, 100%]" in note
+    answer, table = note.split("\n\n", 2)[:2], note.split("\n\n", 2)[2]
+    assert answer[0].startswith("**Answer**") and table == read_artifact(client, parent.info.run_id, "children.md")
+    assert answer[1].splitlines()[0].startswith("- `scale=1e-4`: re-identified ") \
+        and answer[1].splitlines()[0].endswith("exact 2/2 = 100% [34%, 100%]")
+    assert table.count("| FINISHED |") == 3 and "2/2 = 100% [34%, 100%]" in table
+    # each verdict per job as the parent's metrics (step: the job number), the swept values as params
+    history = client.get_metric_history(parent.info.run_id, "sweep/exact_rate")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
+        [(i, float(r["exact_rate"])) for i, r in enumerate(rows)]
+    reid = client.get_metric_history(parent.info.run_id, "sweep/reidentified_lo")
+    assert sorted(m.value for m in reid) == sorted(float(r["reid_lo"]) for r in rows)
+    assert client.get_run(parent.info.run_id).data.params["sweep.scale"] == "1e-4,1e-2,1e-1"
     gallery = mpimg.imread(client.download_artifacts(parent.info.run_id, "gallery.png"))
     assert gallery.shape[0] > 300  # ground truth and one row per child
     assert parent.data.tags["swept"] == "scale"
@@ -144,8 +154,8 @@ def test_a_resumed_sweep_rebuilds_the_summary_from_the_earlier_runs(swept):
     rows = list(csv.DictReader(io.StringIO(read_artifact(client, resumed.info.run_id, "children.csv"))))
     assert [r["run_id"] for r in rows] == [c.info.run_id for c in children]
     assert {r["from"] for r in rows} == {"earlier sweep (resumed)"} and [r["job"] for r in rows] == ["0", "1", "2"]
-    assert [int(r["leaked"]) for r in rows][::2] == [2, 0]
-    assert {"gallery.png", "leak_rate.png"} <= {a.path for a in client.list_artifacts(resumed.info.run_id)}
+    assert [int(r["exact"]) for r in rows][::2] == [2, 0]
+    assert {"gallery.png", "verdicts.png"} <= {a.path for a in client.list_artifacts(resumed.info.run_id)}
 
 
 # --- the review's pieces, without MLflow: fake runs ---------------------------------------------
@@ -169,13 +179,17 @@ def test_table_shows_reid_with_its_interval_only_where_measured():
     with_reid = [fake_child(0, "defense=none", [True] * 3 + [False], reid=0.75),
                  fake_child(1, "defense=prune", [False] * 4, reid=0.25)]
     rows = [sr.table_row(c) for c in with_reid]
-    assert [(r["reided"], r["reid_rate"]) for r in rows] == [(3, 0.75), (1, 0.25)]
-    assert (rows[0]["reid_lo"], rows[0]["reid_hi"]) == pytest.approx(sr.wilson(3, 4))
-    assert (rows[0]["leak_lo"], rows[0]["leak_hi"]) == pytest.approx((0.3006, 0.9544), abs=1e-4)
+    assert [(r["reidentified"], r["reid_rate"]) for r in rows] == [(3, 0.75), (1, 0.25)]
+    assert (rows[0]["reid_lo"], rows[0]["reid_hi"]) == pytest.approx((0.3006, 0.9544), abs=1e-4)
+    assert (rows[0]["exact_lo"], rows[0]["exact_hi"]) == pytest.approx((0.3006, 0.9544), abs=1e-4)
     parent = SimpleNamespace(info=SimpleNamespace(run_name="sweep defense=none,prune"))
     md = sr.markdown(rows, ["defense"], parent)
     assert "re-identified [95% CI]" in md
     assert "| 0 | none | FINISHED | 3/4 = 75% [30%, 95%] | 3/4 = 75% [30%, 95%] |" in md
+    assert sr.answer(rows, ["defense"]).splitlines()[2:] == [
+        "- `defense=none`: re-identified 3/4 = 75% [30%, 95%], exact 3/4 = 75% [30%, 95%]",
+        "- `defense=prune`: re-identified 1/4 = 25% [5%, 70%], exact 0/4 = 0% [0%, 49%]", ""]
+    assert sr._label(with_reid[1], ["defense"]) == "defense=prune\nre-identified 1/4\nexact 0/4"
     plain = sr.table_row(fake_child(2, "defense=none", [True, False]))
     assert "reid_rate" not in plain
     assert "re-identified" not in sr.markdown([plain], [], parent)
@@ -195,7 +209,7 @@ def test_gallery_and_figure_draw_mixed_knobs_seeds_accuracy_and_other_targets(tm
     assert sr._x_knob(["seed"], children) == ("seed", True)
     sr.knob_figure(tmp_path / "f.png", children, knobs)
     sr.gallery(tmp_path / "g.png", children, knobs)
-    assert mpimg.imread(tmp_path / "f.png").shape[1] > 900  # leak rate and test accuracy side by side
+    assert mpimg.imread(tmp_path / "f.png").shape[1] > 900  # the verdicts and test accuracy side by side
     # ground truth, 4 digits rows, ground truth again for the CIFAR-10 job, its row: 7 rows of 0.9 in at 100 dpi
     assert mpimg.imread(tmp_path / "g.png").shape[0] == pytest.approx((0.9 * 7 + 0.4) * 100, abs=2)
 

@@ -160,7 +160,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert [(r["overrides"], r["status"]) for r in table] == [("seed=0 " + " ".join(TINY), "FINISHED"),
                                                               (failing, "FAILED"), ("seed=2 " + " ".join(TINY),
                                                                                     "FINISHED")]
-    assert table[1]["error"] == error and table[1]["leaked"] == "" and table[0]["leaked"] in ("0", "1")
+    assert table[1]["error"] == error and table[1]["exact"] == "" and table[0]["exact"] in ("0", "1")
 
 
 CHILDREN = ("SELECT r.run_uuid, r.status, EXISTS (SELECT 1 FROM metrics m WHERE m.run_uuid = r.run_uuid)"
@@ -302,7 +302,7 @@ def test_sigterm_ends_the_running_job_and_the_sweep_killed(tmp_path):
     assert [(r["run_id"], r["status"]) for r in summary_rows(uri, parents[0])] == \
         [(c.info.run_id, c.info.status) for c in children]
     names = {a.path for a in MlflowClient(uri).list_artifacts(parents[0].info.run_id)}
-    assert {"gallery.png", "leak_rate.png"} <= names
+    assert {"gallery.png", "verdicts.png"} <= names
 
 
 @pytest.mark.fast

@@ -102,7 +102,7 @@ def close_sweep(client: MlflowClient, parent_id: str, expected: int, status: str
         else:
             tally.killed.append(name)
     try:
-        from gradleak.jobs import sweep_review  # matplotlib, scipy: only where a sweep ends
+        from gradleak.report import sweep_review  # matplotlib, scipy: only where a sweep ends
 
         sweep_review.review(client, parent_id)
     except Exception as exc:  # noqa: BLE001 - the summary is a convenience; the sweep must still end

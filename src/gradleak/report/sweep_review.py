@@ -3,12 +3,18 @@ sweeps.close_sweep in the launching process, also after failures or an interrupt
 
 From the children's runs (and, for a resumed sweep, the FINISHED runs of earlier sweeps that
 stand in for skipped jobs: the parent's `skipped.job<N>` tags) it logs on the parent:
-- children.md (rendered by the UI, and the run's description) and children.csv: one row per
-  child: its overrides, status, leak rate (share of targets reconstructed below
-  attack.success_mse) with a Wilson 95% interval over its targets, the re-identification rate
-  where a job measured one, median MSE, label accuracy, test accuracy where trained;
-- gallery.png: the final reconstructions of the same targets, one row per FINISHED child;
-- leak_rate.png: the swept knob against the leak rate (and test accuracy where trained).
+- its description: the sweep's answer (per job, both verdicts with Wilson 95% intervals),
+  then the table of children.md;
+- children.md and children.csv: one row per child: its overrides, status, the
+  re-identification rate and the exact-reconstruction rate (targets below
+  attack.success_mse), each with a Wilson 95% interval over its targets, median MSE, label
+  accuracy, test accuracy where trained;
+- metrics: each verdict's rate and bounds per job (step = the job number, so the Model
+  metrics tab plots them over the sweep) and the swept knobs as params;
+- gallery.png: the final reconstructions of the same targets, one row per FINISHED child,
+  named by its knobs and both verdicts;
+- verdicts.png: the swept knob against both verdicts with their intervals (and test
+  accuracy where trained).
 Everything comes from the runs and their artifacts (metrics.json, snapshots.npz): no torch.
 """
 import csv
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -76,13 +83,15 @@ def review(client: MlflowClient, parent_id: str) -> list[dict]:
         done = [c for c in children if c.finished and c.final is not None]
         if done:
             gallery(out / "gallery.png", done, knobs)
-        if any(r["leak_rate"] is not None for r in rows):
-            knob_figure(out / "leak_rate.png", children, knobs)
+        if any(r["exact_rate"] is not None for r in rows):
+            knob_figure(out / "verdicts.png", children, knobs)
         for path in sorted(out.iterdir()):
             client.log_artifact(parent_id, str(path))
     too_long = "The table is too long for a description: see children.md."
-    client.set_tag(parent_id, NOTE_TAG, md if len(md) <= NOTE_MAX else
-                   md[:md.index("\n\n") + 2][:NOTE_MAX - len(too_long)] + too_long)
+    note = answer(rows, knobs) + md
+    client.set_tag(parent_id, NOTE_TAG, note if len(note) <= NOTE_MAX else
+                   note[:note.index("\n\n", len(answer(rows, knobs))) + 2][:NOTE_MAX - len(too_long)] + too_long)
+    log_numbers(client, parent_id, rows, knobs)
     if knobs:
         client.set_tag(parent_id, "swept", " ".join(knobs))
     attacked = {(d.dataset.name, d.dataset.digest): d for c in children for d in c.run.inputs.dataset_inputs}
@@ -144,14 +153,14 @@ def table_row(child: Child) -> dict:
     row = {"job": child.job, "overrides": child.name, "status": run.info.status,
            "from": "earlier sweep (resumed)" if child.earlier else "this sweep", "targets": len(targets) or None}
     n = len(targets)
-    leaked = sum(bool(t.get("success")) for t in targets) if n else None
+    exact = sum(bool(t.get("success")) for t in targets) if n else None
     if not n and "success_rate" in run.data.metrics:  # metrics.json not read: the run's own numbers
         n = int(run.data.params.get("attack.num_targets", 0))
-        leaked = round(run.data.metrics["success_rate"] * n)
+        exact = round(run.data.metrics["success_rate"] * n)
         row["targets"] = n or None
-    row.update(_rate("leak", leaked, n))
-    if attack.get("reid_rate") is not None and n:
-        row.update(_rate("reid", round(attack["reid_rate"] * n), n))
+    if attack.get("reid_rate") is not None and n:  # a job that measured re-identification
+        row.update(_rate("reidentified", "reid", round(attack["reid_rate"] * n), n))
+    row.update(_rate("exact", "exact", exact, n))
     metrics = run.data.metrics
     row["mse_median"] = attack.get("mse_median", metrics.get("mse_median"))
     row["label_acc"] = attack.get("label_acc", metrics.get("label_acc"))
@@ -163,11 +172,12 @@ def table_row(child: Child) -> dict:
     return row
 
 
-def _rate(prefix: str, k: int | None, n: int) -> dict:
+def _rate(count: str, prefix: str, k: int | None, n: int) -> dict:
+    """{count: k, prefix_rate, prefix_lo, prefix_hi} (Wilson 95%), all None without k or n."""
     if k is None or not n:
-        return {f"{prefix}ed": None, f"{prefix}_rate": None, f"{prefix}_lo": None, f"{prefix}_hi": None}
+        return {count: None, f"{prefix}_rate": None, f"{prefix}_lo": None, f"{prefix}_hi": None}
     lo, hi = wilson(k, n)
-    return {f"{prefix}ed": k, f"{prefix}_rate": k / n, f"{prefix}_lo": lo, f"{prefix}_hi": hi}
+    return {count: k, f"{prefix}_rate": k / n, f"{prefix}_lo": lo, f"{prefix}_hi": hi}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -182,11 +192,52 @@ def _pct(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0%}"
 
 
+COUNTS = {"reid": "reidentified", "exact": "exact"}
+
+
 def _rate_cell(row: dict, prefix: str) -> str:
     if row.get(f"{prefix}_rate") is None:
         return "-"
-    return (f"{row[f'{prefix}ed']}/{row['targets']} = {_pct(row[f'{prefix}_rate'])}"
+    return (f"{row[COUNTS[prefix]]}/{row['targets']} = {_pct(row[f'{prefix}_rate'])}"
             f" [{_pct(row[f'{prefix}_lo'])}, {_pct(row[f'{prefix}_hi'])}]")
+
+
+def answer(rows: list[dict], knobs: list[str]) -> str:
+    """The sweep's answer in a line per job, before the table: re-identified first (the
+    verdict defenses are judged by), then exact, each with its interval."""
+    lines = []
+    for r in rows:
+        knob_values = overrides(r["overrides"])
+        name = " ".join(f"{k}={knob_values[k]}" for k in knobs if k in knob_values) or r["overrides"] or "defaults"
+        if r["exact_rate"] is None:
+            lines.append(f"- `{name}`: {r['status'].lower()}, no verdict")
+            continue
+        reid = f"re-identified {_rate_cell(r, 'reid')}, " if r.get("reid_rate") is not None else ""
+        lines.append(f"- `{name}`: {reid}exact {_rate_cell(r, 'exact')}")
+    return "**Answer** (per job, Wilson 95% over its targets):\n\n" + "\n".join(lines) + "\n\n"
+
+
+def log_numbers(client: MlflowClient, parent_id: str, rows: list[dict], knobs: list[str]) -> None:
+    """Each verdict's rate and bounds as metrics (step = the job number, in sweep order) and
+    the swept knobs as params, so the parent's metrics tab plots the verdicts over the sweep."""
+    metrics = []
+    for i, r in enumerate(rows):
+        step = i if r["job"] is None else r["job"]
+        for prefix in ("reid", "exact"):
+            for end in ("rate", "lo", "hi"):
+                value = r.get(f"{prefix}_{end}")
+                if value is not None:
+                    metrics.append(Metric(f"sweep/{COUNTS[prefix]}_{end}", float(value), 0, step))
+        if r.get("test_acc") is not None:
+            metrics.append(Metric("sweep/test_acc", float(r["test_acc"]), 0, step))
+    if metrics:
+        client.log_batch(parent_id, metrics=metrics)
+    if knobs:
+        values = {k: ",".join(dict.fromkeys(overrides(r["overrides"]).get(k, "-") for r in rows)) for k in knobs}
+        try:
+            client.log_batch(parent_id, params=[Param(f"sweep.{k}", v[:6000]) for k, v in values.items()])
+        except MlflowException:  # already logged by an earlier review of this parent (params are fixed)
+            pass
 
 
 def markdown(rows: list[dict], knobs: list[str], parent) -> str:
@@ -199,13 +250,13 @@ def markdown(rows: list[dict], knobs: list[str], parent) -> str:
     head = (f"**{parent.info.run_name}**: {len(rows)} jobs, {finished} finished"
             + (f"; swept: {', '.join(knobs)}" if knobs else "")
             + (f"; every job: `{' '.join(common)}`" if common else "")
-            + ". Exact = targets reconstructed with MSE below attack.success_mse"
             + ("; re-identified = the reconstruction's nearest test image (MSE) is its own" if reid else "")
+            + ". Exact = targets reconstructed with MSE below attack.success_mse"
             + "; with a Wilson 95% interval over the job's targets."
-            " Artifacts: children.csv, gallery.png, leak_rate.png.")
+            " Artifacts: children.csv, gallery.png, verdicts.png.")
     trained = any(r["test_acc"] is not None for r in rows)
-    columns = ["job", *(knobs or ["overrides"]), "status", "exact reconstruction [95% CI]"] \
-        + (["re-identified [95% CI]"] if reid else []) + ["median MSE", "label acc"] \
+    columns = ["job", *(knobs or ["overrides"]), "status"] + (["re-identified [95% CI]"] if reid else []) \
+        + ["exact reconstruction [95% CI]", "median MSE", "label acc"] \
         + (["test acc", "accuracy drop"] if trained else []) + ["run"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r, knob_values in zip(rows, parsed):
@@ -214,8 +265,7 @@ def markdown(rows: list[dict], knobs: list[str], parent) -> str:
             status += f": {r['error'][:80]}"
         cells = ["-" if r["job"] is None else str(r["job"])]
         cells += [knob_values.get(k, "-") for k in knobs] if knobs else [f"`{r['overrides']}`"]
-        cells += [status, _rate_cell(r, "leak")]
-        cells += [_rate_cell(r, "reid")] if reid else []
+        cells += [status] + ([_rate_cell(r, "reid")] if reid else []) + [_rate_cell(r, "exact")]
         cells += ["-" if r["mse_median"] is None else f"{r['mse_median']:.2e}", _pct(r["label_acc"])]
         cells += [_pct(r["test_acc"]), "-" if r["utility_drop"] is None else f"{100 * r['utility_drop']:+.1f} pt"] \
             if trained else []
@@ -227,8 +277,11 @@ def markdown(rows: list[dict], knobs: list[str], parent) -> str:
 def _label(child: Child, knobs: list[str]) -> str:
     parsed = overrides(child.name)
     text = " ".join(f"{k}={parsed[k]}" for k in knobs if k in parsed) or child.name
-    if child.row.get("leak_rate") is not None:
-        text += f"\nleaked {child.row['leaked']}/{child.row['targets']}"
+    row = child.row
+    if row.get("reid_rate") is not None:
+        text += f"\nre-identified {row['reidentified']}/{row['targets']}"
+    if row.get("exact_rate") is not None:
+        text += f"\nexact {row['exact']}/{row['targets']}"
     return text
 
 
@@ -281,9 +334,10 @@ def _x_knob(knobs: list[str], children: list[Child]) -> tuple[str | None, bool]:
 
 
 def knob_figure(path: Path, children: list[Child], knobs: list[str]) -> Path:
-    """Leak rate (Wilson 95% intervals) against the swept knob, one line per setting of the other
-    knobs (seeds pooled into the line's mean), and test accuracy beside it where trained."""
-    rated = [c for c in children if c.row.get("leak_rate") is not None]
+    """Both verdicts (re-identified: squares, dashed; exact: circles, solid; Wilson 95% bars)
+    against the swept knob, one colour per setting of the other knobs (seeds pooled into the
+    line's mean), and test accuracy beside them where trained."""
+    rated = [c for c in children if c.row.get("exact_rate") is not None]
     x_key, numeric = _x_knob(knobs, rated)
     others = [k for k in knobs if k not in (x_key, "seed")]
     if x_key is None:
@@ -297,38 +351,29 @@ def knob_figure(path: Path, children: list[Child], knobs: list[str]) -> Path:
 
     trained = [c for c in rated if c.row.get("test_acc") is not None]
     fig, axes = plt.subplots(1, 2 if trained else 1, figsize=(10 if trained else 5.5, 3.8), squeeze=False)
-    panels = [("leak", "exact reconstruction (MSE < success_mse, Wilson 95%) and re-identified")]
-    panels += [("test_acc", "test accuracy")] if trained else []
     groups = {}
     for c in rated:
         knobs_of = overrides(c.name)
         groups.setdefault(" ".join(f"{k}={knobs_of[k]}" for k in others if k in knobs_of), []).append(c)
-    for ax, (metric, title) in zip(axes[0], panels):
-        for g, (label, members) in enumerate(groups.items()):
-            color = f"C{g % 10}"
-            members = sorted((c for c in members if c.row.get(f"{metric}_rate" if metric == "leak" else metric)
-                              is not None), key=x_of)
-            if not members:
-                continue
-            xs = np.array([x_of(c) for c in members])
-            if metric == "leak":
-                ys = np.array([c.row["leak_rate"] for c in members])
-                err = np.array([[c.row["leak_rate"] - c.row["leak_lo"] for c in members],
-                                [c.row["leak_hi"] - c.row["leak_rate"] for c in members]])
-                ax.errorbar(xs, ys, yerr=err, fmt="o", color=color, capsize=3, alpha=0.8)
-                reid = [c for c in members if c.row.get("reid_rate") is not None]
-                if reid:
-                    ax.plot([x_of(c) for c in reid], [c.row["reid_rate"] for c in reid], "s--", color=color,
-                            alpha=0.6, label=f"{label} re-identified".strip())
-            else:
-                ys = np.array([c.row["test_acc"] for c in members])
-                ax.plot(xs, ys, "o", color=color)
-            means = [(x, ys[xs == x].mean()) for x in dict.fromkeys(xs)]
-            ax.plot(*zip(*means), "-", color=color, label=label or None)
-        ax.set_title(title, fontsize=10)
+    verdicts = (("reid", "re-identified", "s", "--"), ("exact", "exact", "o", "-"))
+    for g, (label, members) in enumerate(groups.items()):
+        color = f"C{g % 10}"
+        for prefix, name, marker, line in verdicts:
+            rated_here = sorted((c for c in members if c.row.get(f"{prefix}_rate") is not None), key=x_of)
+            if rated_here:
+                _rates(axes[0, 0], rated_here, x_of, prefix, color, marker, line, f"{label} {name}".strip())
+        if trained:
+            accurate = sorted((c for c in members if c.row.get("test_acc") is not None), key=x_of)
+            xs, ys = np.array([x_of(c) for c in accurate]), np.array([c.row["test_acc"] for c in accurate])
+            axes[0, 1].plot(xs, ys, "o", color=color)
+            axes[0, 1].plot(*zip(*[(x, ys[xs == x].mean()) for x in dict.fromkeys(xs)]), "-", color=color,
+                            label=label or None)
+    axes[0, 0].set_title("re-identified and exact reconstruction (Wilson 95%)", fontsize=10)
+    axes[0, 0].set_ylim(-0.05, 1.05)
+    if trained:
+        axes[0, 1].set_title("test accuracy", fontsize=10)
+    for ax in axes[0]:
         ax.set_xlabel(x_key or "job")
-        if metric == "leak":
-            ax.set_ylim(-0.05, 1.05)
         if numeric and min(positions.values()) > 0 and max(positions.values()) / min(positions.values()) >= 100:
             ax.set_xscale("log")
         if not numeric:
@@ -340,3 +385,13 @@ def knob_figure(path: Path, children: list[Child], knobs: list[str]) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _rates(ax, children: list[Child], x_of, prefix: str, color, marker: str, line: str, label: str) -> None:
+    """One verdict's rates with their Wilson bars, and the line through their mean per x."""
+    xs = np.array([x_of(c) for c in children])
+    ys = np.array([c.row[f"{prefix}_rate"] for c in children])
+    err = np.array([[c.row[f"{prefix}_rate"] - c.row[f"{prefix}_lo"] for c in children],
+                    [c.row[f"{prefix}_hi"] - c.row[f"{prefix}_rate"] for c in children]])
+    ax.errorbar(xs, ys, yerr=err, fmt=marker, color=color, capsize=3, alpha=0.8)
+    ax.plot(*zip(*[(x, ys[xs == x].mean()) for x in dict.fromkeys(xs)]), line, color=color, label=label)
