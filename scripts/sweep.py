@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from gradleak.jobs.study import load_study, stage_sweeps
+from gradleak.jobs.sweeps import sweep_size
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "results" / "sweeps"
@@ -46,20 +46,11 @@ def run_sweeps(sweeps, data_dir: str, out: Path) -> list[int]:
         return multirun(list(sweep.overrides), data_dir, out / sweep.folder, sweep.skip_missing, parallel)
 
     cores = parallel_jobs()
-    if cores < 2 or len(sweeps) < 2 or any(jobs_of(s.overrides) > 1 for s in sweeps):
+    if cores < 2 or len(sweeps) < 2 or any(sweep_size(list(s.overrides)) > 1 for s in sweeps):
         return [run(sweep) for sweep in sweeps]
     first = run(sweeps[0], parallel=False)
     with ThreadPoolExecutor(max_workers=cores) as pool:
         return [first, *pool.map(lambda sweep: run(sweep, parallel=False), sweeps[1:])]
-
-
-def jobs_of(overrides) -> int:
-    """How many jobs `run.py -m` makes of these overrides (the product of the sweeps' sizes)."""
-    count = 1
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
-        if override.is_sweep_override():
-            count *= len(list(override.sweep_string_iterator()))
-    return count
 
 
 def parallel_jobs() -> int:

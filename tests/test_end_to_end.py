@@ -66,8 +66,8 @@ def test_noise_sweep_one_parent_three_children(run_py):
     assert sorted(float(r.data.params["defense.scale"]) for r in children) == [1e-4, 1e-3, 1e-2]
     assert {r.data.params["defense.scale"] for r in children} == {"0.0001", "0.001", "0.01"}
     assert all("mse_mean" in r.data.metrics and "mse_median" in r.data.metrics for r in children)
-    assert {r.info.run_name for r in children} == {
-        f"defense=noise scale={s} attack.num_targets=2 attack.steps=30" for s in ("0.0001", "0.001", "0.01")}
+    assert {r.info.run_name for r in children} == {  # the swept value first
+        f"scale={s} defense=noise attack.num_targets=2 attack.steps=30" for s in ("0.0001", "0.001", "0.01")}
     assert all(r.info.status == "FINISHED" for r in runs)
     # stronger noise, worse reconstruction
     mse = {float(r.data.params["defense.scale"]): r.data.metrics["mse_median"] for r in children}

@@ -245,7 +245,7 @@ def job_of(run) -> int:
 # not from how long a job takes.
 FOUR_STEPS = (5, 6, 150, 7)
 FOUR = ["attack.optimizer=adam", "attack.num_targets=1", "attack.steps=" + ",".join(map(str, FOUR_STEPS))]
-FOUR_NAMES = [f"attack.optimizer=adam attack.num_targets=1 attack.steps={s}" for s in FOUR_STEPS]
+FOUR_NAMES = [f"attack.steps={s} attack.optimizer=adam attack.num_targets=1" for s in FOUR_STEPS]  # swept first
 
 
 def test_resume_after_sigkill_runs_exactly_the_missing_jobs(tmp_path):

@@ -11,15 +11,16 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import sweep  # noqa: E402
 
 from gradleak.jobs.study import load_study, stage_sweeps  # noqa: E402
+from gradleak.jobs.sweeps import sweep_size  # noqa: E402
 
 
 @pytest.mark.fast
-def test_jobs_of_counts_the_sweeps_product_not_list_values():
+def test_sweep_size_counts_the_sweeps_product_not_list_values():
     study = load_study("smoke")
-    assert [sweep.jobs_of(s.overrides) for s in stage_sweeps(study, "prune")] == [3 * 6 * 3]
-    assert [sweep.jobs_of(s.overrides) for s in stage_sweeps(study, "rounds")] == [9, 9, 9]
+    assert [sweep_size(list(s.overrides)) for s in stage_sweeps(study, "prune")] == [3 * 6 * 3]
+    assert [sweep_size(list(s.overrides)) for s in stage_sweeps(study, "rounds")] == [9, 9, 9]
     assert "train.keep_rounds=[0,312,3119]" in stage_sweeps(study, "prune")[0].overrides
-    assert set(sweep.jobs_of(s.overrides) for s in stage_sweeps(study, "datasets")) == {1}
+    assert set(sweep_size(list(s.overrides)) for s in stage_sweeps(study, "datasets")) == {1}
 
 
 @pytest.mark.fast
@@ -42,3 +43,18 @@ def test_one_job_sweeps_run_side_by_side_after_the_first(monkeypatch, tmp_path):
     assert calls[0] == (sweeps[0].folder, False)
     assert sorted(calls[1:]) == sorted((s.folder, False) for s in sweeps[1:])
     assert codes == [2 if s.folder == "svhn" else 0 for s in sweeps]
+
+
+@pytest.mark.fast
+def test_a_jobs_run_name_leads_with_the_swept_values(monkeypatch):
+    from gradleak.jobs import tracking
+    from gradleak.jobs.job import run_name
+    from gradleak.jobs.sweeps import swept_keys
+
+    assert swept_keys(["defense=noise", "scale=1e-4,1e-2", "attack.num_targets=2", "seed=0,1"]) == ["scale", "seed"]
+    monkeypatch.setenv(tracking.SWEPT_ENV, "scale,seed")
+    job = ["defense=noise", "scale=1e-2", "attack.num_targets=2", "seed=1"]
+    assert run_name(job) == "scale=1e-2 seed=1 defense=noise attack.num_targets=2"
+    monkeypatch.delenv(tracking.SWEPT_ENV)
+    assert run_name(job) == "defense=noise scale=1e-2 attack.num_targets=2 seed=1"
+    assert run_name([]) == "defaults"

@@ -5,6 +5,7 @@ The attacked update is the victim's at its initial weights on drawn test images,
 `attack.round=R`, what the job's own training run's clients sent at step R (their weights,
 train batches, local steps and defense: victim.training.intercept_round)."""
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def run(cfg: DictConfig) -> float:
             "overrides": " ".join(overrides)}
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         tags[tracking.JOB_TAG] = str(HydraConfig.get().job.num)  # the sweep review's row order
-    with tracking.job_run(cfg, " ".join(overrides) or "defaults", tags) as mlrun:
+    with tracking.job_run(cfg, run_name(overrides), tags) as mlrun:
         mlrun.log_params(params)
         report = {"overrides": overrides, "config": params, "attacker": attacker_name(cfg.attack),
                   "defense": setting_of(cfg.defense),
@@ -73,6 +74,14 @@ def job_overrides() -> list[str]:
     """The user's overrides of this job (what names its MLflow run)."""
     return [o for o in HydraConfig.get().overrides.task
             if not o.lstrip("+~").startswith(("hydra", "tracking.", "resume="))]
+
+
+def run_name(overrides: list[str]) -> str:
+    """The job's MLflow run name: its overrides, the swept ones first (the runs table cuts
+    long names, and the swept value is what tells a sweep's jobs apart)."""
+    swept = [k for k in os.environ.get(tracking.SWEPT_ENV, "").split(",") if k]
+    first = [o for k in swept for o in overrides if o.split("=", 1)[0].lstrip("+~") == k]
+    return " ".join(first + [o for o in overrides if o not in first]) or "defaults"
 
 
 def job_params(cfg: DictConfig) -> dict:

@@ -32,6 +32,11 @@ def sweep_size(overrides: list[str]) -> int:
     return len(expand_sweep(parse_overrides(overrides)))
 
 
+def swept_keys(overrides: list[str]) -> list[str]:
+    """The keys a multirun sweeps over (a list of values), in the order they are written."""
+    return [o.key_or_group for o in parse_overrides(overrides) if o.is_sweep_override()]
+
+
 def run_guarded(task, cfg: DictConfig):
     """The Hydra task function around `task(cfg)`: resume, then failure isolation."""
     try:
@@ -132,6 +137,7 @@ class SweepTracking(Callback):
                                 tags={"sweep_dir": str(config.hydra.sweep.dir),
                                       "git_commit": tracking.git_commit()})
         os.environ[tracking.PARENT_ENV] = run.info.run_id
+        os.environ[tracking.SWEPT_ENV] = ",".join(swept_keys(overrides))  # jobs lead their names with them
         self.client, self.run_id, self.jobs = client, run.info.run_id, sweep_size(overrides)
         self.experiment_id = experiment_id
         tracking.raise_on_sigterm()
@@ -142,6 +148,7 @@ class SweepTracking(Callback):
         self._forget()
         tally = close_sweep(self.client, self.run_id, self.jobs)
         os.environ.pop(tracking.PARENT_ENV, None)
+        os.environ.pop(tracking.SWEPT_ENV, None)
         url = tracking.run_url(self.client.tracking_uri, self.experiment_id, self.run_id)
         print("\n".join(tally.lines() + [f"mlflow: parent run {self.run_id} at {self.client.tracking_uri}",
                                           f"ui:     {url}"]))

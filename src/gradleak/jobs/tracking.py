@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradleak import project_root
 
 PARENT_ENV = "GRADLEAK_PARENT_RUN_ID"
+SWEPT_ENV = "GRADLEAK_SWEPT"  # the keys the launching multirun sweeps, comma-separated
 PARENT_TAG = "mlflow.parentRunId"
 HASH_TAG = "config_hash"
 SKIPPED_TAG = "skipped.job"  # + job number, on a sweep's parent: the FINISHED run that stands in
