@@ -52,6 +52,7 @@ def run_py(tmp_path):
 # --- scaling out (tests/test_scaling.py) ------------------------------------------------------
 import glob  # noqa: E402 - kept with the fixtures that use them
 import pwd  # noqa: E402
+import secrets  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -120,10 +121,23 @@ def _wait_for(uri: str, server: subprocess.Popen, log: Path) -> None:
             time.sleep(0.5)
 
 
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+# docs/scaling.md's auth config: nobody reads without a login; the admin password comes from
+# MLFLOW_AUTH_ADMIN_PASSWORD on the first start.
+AUTH_INI = """[mlflow]
+default_permission = READ
+database_uri = sqlite:///{database}
+admin_username = admin
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
+
+
 @pytest.fixture(scope="module")
 def mlflow_server():
     """A real MLflow tracking server (serving artifacts) on a real PostgreSQL, both started
-    here on free ports, as docs/scaling.md says; yields the server's http:// URI."""
+    here on free ports, behind MLflow's basic-auth app, as docs/scaling.md says; yields the
+    server's http:// URI, with the admin's credentials in MLFLOW_TRACKING_USERNAME /
+    MLFLOW_TRACKING_PASSWORD for the module's tests (and the jobs they launch)."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         reason = "PostgreSQL binaries (initdb, pg_ctl) not found; install Debian's postgresql package"
@@ -135,14 +149,27 @@ def mlflow_server():
     try:
         pg_port, port = _start_postgres(bin_dir, base), free_port()
         log = base / "mlflow-server.log"
+        auth = base / "auth.ini"
+        auth.write_text(AUTH_INI.format(database=base / "auth.db"))
+        password = secrets.token_urlsafe(16)
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1", "--backend-store-uri", f"postgresql+psycopg2://gradleak@127.0.0.1:{pg_port}/mlflow",
-             "--artifacts-destination", str(base / "artifacts")],
+             "--artifacts-destination", str(base / "artifacts"), "--app-name", "basic-auth"],
             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job-runner processes
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job-runner processes
+                 "MLFLOW_AUTH_CONFIG_PATH": str(auth), "MLFLOW_AUTH_ADMIN_PASSWORD": password})
         _wait_for(f"http://127.0.0.1:{port}", server, log)
-        yield f"http://127.0.0.1:{port}"
+        saved = {k: os.environ.get(k) for k in CREDENTIALS}
+        os.environ.update(dict(zip(CREDENTIALS, ("admin", password))))
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     finally:
         if server is not None:
             os.killpg(server.pid, 9)  # the server and its uvicorn worker (its session); test data only

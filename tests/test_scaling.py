@@ -117,6 +117,22 @@ def test_joblib_sweep_against_an_mlflow_server_on_postgresql(tmp_path, mlflow_se
     assert {"metrics.json", "reconstruction.png", "config.yaml"} <= names
 
 
+def test_the_tracking_server_lets_no_one_in_without_a_login(tmp_path, mlflow_server, monkeypatch):
+    """docs/scaling.md's server runs MLflow's basic-auth app: no credentials, no runs (they
+    hold reconstructions of private images); a wrong password stops a sweep in preflight."""
+    from mlflow.exceptions import MlflowException
+
+    wrong = launch(tmp_path / "sweep", "seed=0,1", *TINY, uri=mlflow_server,
+                   env={"MLFLOW_TRACKING_PASSWORD": "not-the-password"})
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip() == (f"error: tracking.uri={mlflow_server}: the tracking server refused the login; "
+                                    "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (docs/scaling.md)")
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    with pytest.raises(MlflowException, match="401"):
+        MlflowClient(mlflow_server).search_experiments()
+
+
 def test_submitit_local_sweep(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     done = launch(tmp_path / "sweep", "seed=0,1", *TINY, "hydra/launcher=submitit_local", uri=uri)

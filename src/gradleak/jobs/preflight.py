@@ -166,7 +166,12 @@ def _check_tracking(uri: str, experiment: str, key: str) -> None:
         try:
             tracking.ping(uri, experiment, timeout_s)
         except Exception as exc:  # noqa: BLE001 - whatever stops the request, the server is unusable
-            raise ConfigError(f"{key}={uri}: no MLflow tracking server answered ({_why(str(exc), timeout_s)});"
+            text = str(exc)
+            if "error code 401" in text or "error code 403" in text:  # it answered: the login failed
+                refused = "refused the login" if "401" in text else "denied this user access"
+                raise ConfigError(f"{key}={uri}: the tracking server {refused}; set MLFLOW_TRACKING_USERNAME"
+                                  " and MLFLOW_TRACKING_PASSWORD (docs/scaling.md)") from None
+            raise ConfigError(f"{key}={uri}: no MLflow tracking server answered ({_why(text, timeout_s)});"
                               f" start it (README: Scaling out) or fix {key}") from None
 
 
