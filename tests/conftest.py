@@ -158,7 +158,8 @@ def mlflow_server():
              "--artifacts-destination", str(base / "artifacts"), "--app-name", "basic-auth"],
             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job-runner processes
-                 "MLFLOW_AUTH_CONFIG_PATH": str(auth), "MLFLOW_AUTH_ADMIN_PASSWORD": password})
+                 "MLFLOW_AUTH_CONFIG_PATH": str(auth), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+                 "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32)})  # the auth app's CSRF key
         _wait_for(f"http://127.0.0.1:{port}", server, log)
         saved = {k: os.environ.get(k) for k in CREDENTIALS}
         os.environ.update(dict(zip(CREDENTIALS, ("admin", password))))
