@@ -21,8 +21,9 @@ from gradleak.engine.reidentification import draw_distractors, reid_ranks
 from gradleak.engine.schema import attacker_name
 from gradleak.jobs import tracking
 from gradleak.jobs.config import attacked_batch, validate
-from gradleak.jobs.outputs import save_grid, save_snapshots, snapshot_images, write_json
+from gradleak.jobs.outputs import save_snapshots, snapshot_images, write_json
 from gradleak.jobs.terminal import format_summary
+from gradleak.report.job_figures import save_grid
 from gradleak.victim.data import load_split
 from gradleak.victim.defenses import defense_from_config, setting_of
 from gradleak.victim.models import build_model
@@ -137,7 +138,8 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
     a_report = report["attack"]
     title = (f"{' '.join(report['overrides']) or 'defaults'} | exact {a_report['success_rate']:.0%}"
              f" | re-identified {a_report['reid_rate']:.0%}")
-    grid = save_grid(out_dir / "reconstruction.png", outcome.truth, outcome.reconstructions, mse, title)
+    grid = save_grid(out_dir / "reconstruction.png", outcome.truth.flatten(0, 1).numpy(),
+                     outcome.reconstructions.flatten(0, 1).numpy(), mse, title)
     write_json(out_dir / "metrics.json", report)  # written now: kept even if training fails
     mlrun.log_metrics({k: v for k, v in report["attack"].items() if isinstance(v, int | float)})
     mlrun.log_series({f"curve/{k}": report["curve"][k]
