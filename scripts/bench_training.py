@@ -4,7 +4,9 @@ the loop with contiguous vs channels-last convolution weights (what training use
 All run in this process on the same model and batch, next to ordinary single-batch
 training (the cost floor). Prints milliseconds per step, the loop/vmap ratio (> 1 means
 vmap is faster) and the contiguous/channels-last ratio of the loop (> 1 means channels-last
-is faster). Usage: python scripts/bench_training.py [--device cuda] [--threads 1]
+is faster). Last, the pruning defense of one worker's gradient (what every training step
+under defense=prune runs per worker): a full sort, as it was, against the selection it uses.
+Usage: python scripts/bench_training.py [--device cuda] [--threads 1]
 """
 import argparse
 import copy
@@ -13,6 +15,7 @@ import time
 import torch
 
 from gradleak.victim.clients import worker_gradients
+from gradleak.victim.defenses.prune import prune
 from gradleak.victim.models import build_model
 
 CASES = [  # model, channels, image side, global batch
@@ -60,6 +63,24 @@ def main():
         print(f"{name:9s} batch {batch:4d}: vmap {1e3 * t_vmap:7.1f} ms  loop {1e3 * t_loop:7.1f} ms  "
               f"single batch {1e3 * t_single:7.1f} ms  loop/vmap {t_loop / t_vmap:.2f}  "
               f"loop channels-last {1e3 * t_last:7.1f} ms  contiguous/channels-last {t_loop / t_last:.2f}")
+    torch.manual_seed(0)
+    lenet = [p.detach().clone() for p in build_model("lenet", 1, 28, 10).to(device).parameters()]
+    t_sort = per_step(lambda: prune_by_sort(lenet, 0.3), device, 100 * args.repeats)
+    t_select = per_step(lambda: prune(lenet, ratio=0.3), device, 100 * args.repeats)
+    same = all(torch.equal(a, b) for a, b in zip(prune_by_sort(lenet, 0.3), prune(lenet, ratio=0.3)))
+    print(f"prune 30% of a LeNet gradient: sort {1e6 * t_sort:7.1f} us  kthvalue {1e6 * t_select:7.1f} us  "
+          f"sort/kthvalue {t_sort / t_select:.2f}  same result: {same}")
+
+
+def prune_by_sort(grads, ratio: float):
+    """The baseline: the smallest entries by a stable full sort (the defense's earlier code)."""
+    out = []
+    for g in grads:
+        flat, k = g.reshape(-1), round(ratio * g.numel())
+        pruned = flat.clone()
+        pruned.scatter_(-1, flat.abs().argsort(stable=True)[:k], 0.0)
+        out.append(pruned.reshape(g.shape))
+    return out
 
 
 if __name__ == "__main__":

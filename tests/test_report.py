@@ -123,7 +123,8 @@ def test_curve_over_seeds_is_a_geometric_mean_with_a_log_interval():
 @pytest.mark.fast
 def test_the_report_package_imports_without_torch():
     code = ("import sys; import gradleak.report.collect, gradleak.report.statistics, "
-            "gradleak.report.paper, gradleak.report.figures, gradleak.report.sweep_review; "
+            "gradleak.report.paper, gradleak.report.figures, gradleak.report.sweep_review, "
+            "gradleak.report.job_figures; "
             "print('torch' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
