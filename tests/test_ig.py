@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gradleak.checks import ConfigError
@@ -19,7 +20,7 @@ from gradleak.victim.defenses import defense_from_config
 from gradleak.victim.gradients import shared_gradients
 from gradleak.victim.models import LeNet
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "attack"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 K = 4
 
 
@@ -173,7 +174,10 @@ def test_each_problem_of_a_batch_equals_its_run_alone(problem):
 
 
 def ig_cfg(**overrides):
-    return OmegaConf.merge(OmegaConf.load(CONF / "ig.yaml"), overrides)
+    """attack=ig as a run composes it (ig.yaml inherits dlg.yaml's keys)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        attack = compose("config", overrides=["attack=ig"]).attack
+    return OmegaConf.merge(attack, overrides)
 
 
 def test_ig_attack_rebuilds_digits(digits):

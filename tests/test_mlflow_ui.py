@@ -126,7 +126,8 @@ def test_parent_run_holds_the_sweeps_table_gallery_and_figure(swept):
     note = client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
     answer, table = note.split("\n\n", 2)[:2], note.split("\n\n", 2)[2]
     assert answer[0].startswith("**Answer**") and table == read_artifact(client, parent.info.run_id, "children.md")
-    assert answer[1].splitlines()[0].startswith("- `scale=1e-4`: re-identified ") \
+    # the swept values as Hydra writes them into the jobs' overrides
+    assert answer[1].splitlines()[0].startswith("- `scale=0.0001`: re-identified ") \
         and answer[1].splitlines()[0].endswith("exact 2/2 = 100% [34%, 100%]")
     assert table.count("| FINISHED |") == 3 and "2/2 = 100% [34%, 100%]" in table
     # each verdict per job as the parent's metrics (step: the job number), the swept values as params
@@ -135,7 +136,7 @@ def test_parent_run_holds_the_sweeps_table_gallery_and_figure(swept):
         [(i, float(r["exact_rate"])) for i, r in enumerate(rows)]
     reid = client.get_metric_history(parent.info.run_id, "sweep/reidentified_lo")
     assert sorted(m.value for m in reid) == sorted(float(r["reid_lo"]) for r in rows)
-    assert client.get_run(parent.info.run_id).data.params["sweep.scale"] == "1e-4,1e-2,1e-1"
+    assert client.get_run(parent.info.run_id).data.params["sweep.scale"] == "0.0001,0.01,0.1"
     gallery = mpimg.imread(client.download_artifacts(parent.info.run_id, "gallery.png"))
     assert gallery.shape[0] > 300  # ground truth and one row per child
     assert parent.data.tags["swept"] == "scale"
