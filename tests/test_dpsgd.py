@@ -72,7 +72,7 @@ def test_the_attacked_gradient_is_the_clipped_mean_of_per_sample_gradients(digit
     model = lenet()
     images = digits.images[:6].reshape(3, 2, 1, 8, 8)
     labels = digits.labels[:6].reshape(3, 2)
-    per_sample = per_sample_gradients(model, images, labels)
+    per_sample, _ = per_sample_gradients(model, images, labels)
     batch = shared_gradients(model, images, labels)
     for p, b in zip(per_sample, batch):
         torch.testing.assert_close(p.mean(1), b)  # the mean of per-sample gradients is the batch's
@@ -108,7 +108,7 @@ def test_adaptive_match_is_zero_at_the_true_image_and_plain_dlg_sees_a_gap(digit
     model = lenet().double().requires_grad_(False)
     images = digits.images[:4, None].double()  # [T=4, B=1, 1, 8, 8]
     labels = digits.labels[:4, None]
-    per_sample = per_sample_gradients(model, images, labels)
+    per_sample, _ = per_sample_gradients(model, images, labels)
     clip = 0.5 * float(norms(per_sample, 2).min())
     cfg = {"name": "dpsgd", "clip": clip, "noise_multiplier": 0.0}
     defended = defense_from_config(cfg)(per_sample, batch_dims=1)

@@ -184,7 +184,7 @@ class Attack:
     def _defended_targets(self, defense, seed: int) -> list[torch.Tensor]:
         # A per-sample defense (DP-SGD) clips each image's gradient: it gets [T, B, *param].
         if getattr(defense, "per_sample", False):
-            clean = per_sample_gradients(self.model, self.truth, self.truth_labels)
+            clean, _ = per_sample_gradients(self.model, self.truth, self.truth_labels)
         else:
             clean = shared_gradients(self.model, self.truth, self.truth_labels, self.local_steps, self.local_lr)
         noise_gen = torch.Generator(device=self.device).manual_seed(seed + 1)

@@ -70,7 +70,7 @@ class GradientMatch:
 
     def _match(self, images, label_logits, targets):
         soft = torch.softmax(label_logits, dim=-1) if self.optimize_labels else label_logits
-        grads = client_update(self.model, self.params, images, soft, self.local_steps, self.local_lr)
+        grads, _ = client_update(self.model, self.params, images, soft, self.local_steps, self.local_lr)
         dummy = [grads[n] for n in self.names]
         if self.transform is not None:
             dummy = self.transform(dummy, targets)

@@ -165,7 +165,10 @@ def probe_defense(key: str, work: Path) -> dict:
     model, images, labels = _digits_victim(cfg, TARGETS)
     images, labels = images[:, None], labels[:, None]
     defense = defense_from_config(cfg.defense)
-    grads = (per_sample_gradients if defense.per_sample else shared_gradients)(model, images, labels)
+    if defense.per_sample:
+        grads, _ = per_sample_gradients(model, images, labels)
+    else:
+        grads = shared_gradients(model, images, labels)
     defended = defense(grads, generator=torch.Generator().manual_seed(1), batch_dims=1)
     return {"defended": summaries(defended), "setting": setting_of(cfg.defense)}  # how tables name it
 

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from gradleak.victim.gradients import client_update, one_hot, per_sample_gradients
+
 
 def split_among_workers(images: torch.Tensor, labels: torch.Tensor, workers: int):
     """[B, ...] -> [W, B / W, ...]: worker w gets the w-th contiguous shard."""
@@ -36,7 +38,8 @@ def worker_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     per_sample=True returns each sample's gradient instead, [W, b, *p.shape] (DP-SGD clips them).
     """
     if per_sample:
-        return per_sample_gradients(model, images, labels)
+        grads, losses = per_sample_gradients(model, images, labels)
+        return grads, losses.mean(1)
     workers = images.shape[0]
     buffers = {n: b.expand(workers, *b.shape).clone() for n, b in model.named_buffers()}
     if vectorize:
@@ -72,19 +75,6 @@ def _looped(model, buffers, images, labels):
     return [torch.stack(g) for g in zip(*grads)], torch.stack(losses)
 
 
-def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
-    """([W, b, *p.shape] per parameter, mean losses [W]) in one vmap over the W x b samples."""
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    workers, per_worker = labels.shape
-
-    def loss(p, x, y):
-        return F.cross_entropy(functional_call(model, p, (x[None],)), y[None])
-
-    grads, losses = vmap(grad_and_value(loss), in_dims=(None, 0, 0))(params, images.flatten(0, 1), labels.flatten())
-    return ([g.reshape(workers, per_worker, *g.shape[1:]) for g in grads.values()],
-            losses.reshape(workers, per_worker).mean(1).detach())
-
-
 def _keep_mean_statistics(model: nn.Module, worker_buffers: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, buf in model.named_buffers():
@@ -100,21 +90,16 @@ def worker_seed(seed: int, step: int, worker: int) -> int:
 def local_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, local_steps: int,
                   local_lr: float) -> tuple[list[torch.Tensor], torch.Tensor]:
     """FedAvg's shared updates, (theta_0 - theta_E) / (local_lr * E) per worker after E local
-    SGD steps on its shard: ([W, *p.shape] per parameter, each worker's first-step loss [W])."""
-    start = dict(model.named_parameters())
+    SGD steps on its shard (the attacker's unroll, victim/gradients.py): ([W, *p.shape] per
+    parameter, each worker's first-step loss [W])."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
     buffers = {n: b.expand(images.shape[0], *b.shape).clone() for n, b in model.named_buffers()}
     updates, losses = [], []
     for w in range(images.shape[0]):
-        worker_buffers = {n: b[w] for n, b in buffers.items()}
-        params = {n: p.detach() for n, p in start.items()}
-        for step in range(local_steps):
-            params = {n: p.requires_grad_() for n, p in params.items()}
-            loss = _loss(model, params, worker_buffers, images[w], labels[w])
-            grads = torch.autograd.grad(loss, list(params.values()))
-            params = {n: (p - local_lr * g).detach() for (n, p), g in zip(params.items(), grads)}
-            if step == 0:
-                losses.append(loss.detach())
-        updates.append([(start[n].detach() - params[n]) / (local_lr * local_steps) for n in start])
+        update, loss = client_update(model, params, images[w], one_hot(labels[w], model, images.dtype),
+                                     local_steps, local_lr, {n: b[w] for n, b in buffers.items()})
+        updates.append([update[n] for n in params])
+        losses.append(loss.detach())
     _keep_mean_statistics(model, buffers)
     return [torch.stack(u) for u in zip(*updates)], torch.stack(losses)
 

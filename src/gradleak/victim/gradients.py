@@ -1,11 +1,12 @@
-"""The shared gradient: what a client sends, computed for many private batches at once,
-with the loss DLG's victim trains on. Under FedAvg (local_steps = E > 1) a client sends
-(theta_0 - theta_E) / (local_lr * E) after E local SGD steps (victim/clients.py), which
-`client_update` computes differentiably, as the attacker's objective unrolls it."""
+"""A client's update, the one definition the training's clients and the attacker share: the
+per-sample gradient (DP-SGD clips it) and FedAvg's unroll of E local SGD steps, both with
+the loss DLG's victim trains on. Under FedAvg (local_steps = E > 1) a client sends
+(theta_0 - theta_E) / (local_lr * E); `client_update` computes it differentiably, so the
+attacker's objective unrolls exactly what the clients ran."""
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
 
 
 def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
@@ -14,19 +15,28 @@ def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch
 
 
 def client_update(model: nn.Module, params: dict, images: torch.Tensor, soft_labels: torch.Tensor,
-                  local_steps: int = 1, local_lr: float = 0.0) -> dict[str, torch.Tensor]:
-    """One client's update from weights `params` on its batch (torch.func: vmap- and
-    grad-able): the gradient, or after E > 1 local steps the mean local gradient."""
-    def loss_of(p):
-        return soft_cross_entropy(functional_call(model, p, (images,)), soft_labels)
+                  local_steps: int = 1, local_lr: float = 0.0,
+                  buffers: dict | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One client's update from weights `params` on its batch, and its loss at those weights
+    (torch.func: vmap- and grad-able): the gradient, or after E > 1 local steps the mean
+    local gradient. `buffers` are the client's own BatchNorm statistics (updated in place)."""
+    def loss_of(p, b):  # b an input, not a capture: torch.func lets BatchNorm update inputs
+        return soft_cross_entropy(functional_call(model, (p, b), (images,)), soft_labels)
 
+    buffers = buffers or {}
+    step, loss = grad_and_value(loss_of)(params, buffers)
     if local_steps == 1:
-        return grad(loss_of)(params)
+        return step, loss
     local = params
-    for _ in range(local_steps):
-        step = grad(loss_of)(local)
+    for i in range(local_steps):
+        if i:
+            step = grad(loss_of)(local, buffers)
         local = {n: local[n] - local_lr * step[n] for n in local}
-    return {n: (params[n] - local[n]) / (local_lr * local_steps) for n in params}
+    return {n: (params[n] - local[n]) / (local_lr * local_steps) for n in params}, loss
+
+
+def one_hot(labels: torch.Tensor, model: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    return F.one_hot(labels, last_linear_weight(model).shape[0]).to(dtype)
 
 
 def shared_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -34,21 +44,28 @@ def shared_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     """Each target's true update: images [T, B, C, H, W], labels [T, B] -> [T, *param]
     (the gradient; FedAvg's update with local_steps > 1)."""
     params = {n: p.detach() for n, p in model.named_parameters()}
-    num_classes = last_linear_weight(model).shape[0]
 
     def one(x, y):
-        return client_update(model, params, x, F.one_hot(y, num_classes).to(x.dtype), local_steps, local_lr)
+        return client_update(model, params, x, one_hot(y, model, x.dtype), local_steps, local_lr)[0]
 
     grads = vmap(one)(images, labels)
     return [grads[n] for n in params]
 
 
-def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-    """Each image's own gradient: images [T, B, C, H, W], labels [T, B] -> [T, B, *param]
-    (their mean over B is the shared gradient)."""
-    t, b = labels.shape
-    grads = shared_gradients(model, images.reshape(t * b, 1, *images.shape[2:]), labels.reshape(t * b, 1))
-    return [g.reshape(t, b, *g.shape[1:]) for g in grads]
+def per_sample_gradients(model: nn.Module, images: torch.Tensor,
+                         labels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each image's own gradient and loss, in one vmap over every image: images [*lead, C, H, W],
+    labels [*lead] -> ([*lead, *param] per parameter, losses [*lead]); the mean over a batch
+    dimension is that batch's gradient."""
+    lead = labels.shape
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def one(x, y):
+        return client_update(model, params, x[None], one_hot(y, model, x.dtype)[None])
+
+    flat = images.reshape(-1, *images.shape[len(lead):])
+    grads, losses = vmap(one)(flat, labels.reshape(-1))
+    return [grads[n].reshape(*lead, *grads[n].shape[1:]) for n in params], losses.reshape(lead).detach()
 
 
 def last_linear_weight(model: nn.Module) -> torch.Tensor:
