@@ -16,7 +16,6 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -27,6 +26,7 @@ from gradleak.engine.optimizers import BATCHED_OPTIMIZERS, DIVERGED, RUNNING, ST
 from gradleak.engine.problems import DummyLayout, ProblemObjective
 from gradleak.engine.quality import image_metrics, match_images
 from gradleak.engine.schema import check_adaptive
+from gradleak.engine.snapshots import Snapshots
 from gradleak.engine.stopping import StopRules, count_reasons
 from gradleak.victim.defenses import AdaptiveForm
 from gradleak.victim.gradients import last_linear_weight, per_sample_gradients, shared_gradients
@@ -50,10 +50,11 @@ class AttackModule(pl.LightningModule):
     training step is one step of the attack's loop (Attack.advance): every running problem
     ends at least one step of its own."""
 
-    def __init__(self, attack: "Attack", steps: int, snapshot_steps: set[int]):
+    def __init__(self, attack: "Attack", steps: int, snapshots: int):
         super().__init__()
         self.automatic_optimization = False
-        self.attack, self.steps, self.snapshot_steps = attack, steps, snapshot_steps
+        self.attack, self.steps = attack, steps
+        self.frames = Snapshots(snapshots)
         self.progress = Progress()
 
     def train_dataloader(self):
@@ -83,13 +84,9 @@ class AttackModule(pl.LightningModule):
                 "running": str(int(self.attack.optimizer.state.running.sum())),
                 "loss": f"{loss:.1e}" if loss == loss else "-"}
 
-    def snapshot_final(self):
-        """Make sure the last state is among the snapshots, also after an early stop."""
-        p = self.progress
-        if not p.snapshot_steps or p.snapshot_steps[-1] != p.step[-1]:
-            self.snapshot_steps.add(p.step[-1])
-            p.step.pop(), p.evals.pop(), p.loss_median.pop(), p.mse_median.pop(), p.success_rate.pop()
-            self._record(p.step[-1] + 1 if p.step else 0)
+    def keep_snapshots(self):
+        """The snapshots, spread over the steps the attack took (it may have stopped early)."""
+        self.progress.snapshot_steps, self.progress.snapshots = self.frames.chosen()
 
     def _record(self, step: int):
         best = self.attack.best_problems()
@@ -102,9 +99,7 @@ class AttackModule(pl.LightningModule):
         p.loss_median.append(float(loss.double().quantile(0.5)))  # numpy's median, as in metrics
         p.mse_median.append(float(mse.double().quantile(0.5)))
         p.success_rate.append(float((mse < self.attack.success_mse).float().mean()))
-        if step in self.snapshot_steps:
-            p.snapshot_steps.append(step)
-            p.snapshots.append(recon.clamp(0, 1).cpu())
+        self.frames.offer(step, recon)
         return p.loss_median[-1], p.mse_median[-1]
 
 
@@ -319,9 +314,7 @@ def run_attack(cfg, model: nn.Module, images, labels, defense, seed: int,
     device = pick_device(accelerator)
     start = time.perf_counter()
     attack = Attack(cfg, model, images, labels, defense, seed, device, **target)
-    snapshot_steps = set(np.linspace(0, cfg.steps, cfg.snapshots).round().astype(int).tolist()) \
-        if cfg.snapshots else set()
-    module = AttackModule(attack, attack.loop_steps, snapshot_steps)
+    module = AttackModule(attack, attack.loop_steps, cfg.snapshots)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*(num_workers|does not have many workers|no optimizer"
                                           "|GPU available but not used|LitLogger).*")
@@ -333,7 +326,7 @@ def run_attack(cfg, model: nn.Module, images, labels, defense, seed: int,
             trainer.fit(module)
         else:
             module.on_train_start()
-    module.snapshot_final()
+    module.keep_snapshots()
     targets = attack.results()
     return AttackOutcome(targets, module.progress, attack.truth.cpu(), attack.final_reconstructions,
                          time.perf_counter() - start, device.type, count_reasons(attack.stop_reasons()))

@@ -35,6 +35,9 @@ OUTSIDE_STUDY = "library"
 # same code on other machines, thread counts and convolution kernels differ by far less
 # (docs/benchmarks.md: the study gate's tolerance); docs/architecture.md: what a change below it can hide.
 RTOL, ATOL = 1e-4, 1e-6
+# The stages whose snapshots along the attack a figure draws (report/figures.py:
+# reconstructions); every other figure reads a job's final reconstruction only.
+SNAPSHOT_FIGURES = {"datasets"}
 
 
 def study_jobs(profile: str) -> dict[str, list[list[str]]]:
@@ -65,6 +68,8 @@ def plan(profile: str) -> dict[str, dict]:
                 cfg = _compose_job(job, composed)
                 hashes[" ".join(job)] = job_identity(cfg)
                 names |= probes_of(cfg)
+            if stage in SNAPSHOT_FIGURES:
+                names.add("snapshots")
             stages[stage] = {"jobs": hashes, "probes": sorted(names)}
     GlobalHydra.instance().clear()
     return stages

@@ -55,6 +55,7 @@ ATTACKERS = {"dlg": ["attack=dlg", *LONG_RUN_PATHS], "ig": ["attack=ig"],
 SHORT_TRAINING = ["train=smoke", "train.max_train_images=256", "train.max_test_images=120", "train.epochs=1"]
 ATTACK_STEPS = 2  # the attack probes' own steps (each up to max_iter evaluations)
 TARGETS = 2
+SNAPSHOT_STEPS = 9  # the snapshots probe: an attack shorter than attack.steps' default
 TRAIN_STEPS = 3  # training probes: the server's weights and the clients' updates at this step
 
 
@@ -241,6 +242,27 @@ def probe_lenet(work: Path) -> dict:
     return {"parameters": sum(p.numel() for p in model.parameters()), "init": summaries(model.parameters())}
 
 
+def probe_snapshots(work: Path) -> dict:
+    """The snapshots a job keeps (figures draw the datasets stage's): undefended DLG on two
+    digits for SNAPSHOT_STEPS steps, and the schedule of attacks that ended at other steps."""
+    from gradleak.engine.attack import run_attack
+    from gradleak.engine.snapshots import Snapshots
+    from gradleak.victim.defenses import defense_from_config
+
+    cfg = job_config(["attack=dlg", f"attack.num_targets={TARGETS}", f"attack.steps={SNAPSHOT_STEPS}"], work)
+    model, images, labels = _digits_victim(cfg, TARGETS)
+    outcome = run_attack(cfg.attack, model, images[:, None], labels[:, None], defense_from_config(cfg.defense),
+                         cfg.seed, "cpu", progress_bar=False)
+    schedule = {}
+    for last in (25, 300, 2000):
+        frames = Snapshots(cfg.attack.snapshots)
+        for step in range(last + 1):
+            frames.offer(step, torch.zeros(1))
+        schedule[str(last)] = frames.chosen()[0]
+    return {"steps": outcome.progress.snapshot_steps, "frames": summaries(outcome.progress.snapshots),
+            "schedule": schedule}
+
+
 def probe_stop_rules(work: Path) -> dict:
     """The stop rules (the study's settings) on a fixed trace of 3 targets x 3 restarts: one
     converging, one levelling off (it stalls), one improving slowly to the budget; each
@@ -411,6 +433,8 @@ def run_probe(name: str, work: Path) -> dict:
         return LIBRARY[name](work)
     if kind == "stop_rules":
         return probe_stop_rules(work)
+    if name == "snapshots":
+        return probe_snapshots(work)
     if name == "model/lenet":  # the other models are the library's (model=resnet20)
         return probe_lenet(work)
     if kind == "data":
@@ -435,7 +459,7 @@ def check_names(names) -> None:
     for name in names:
         kind, _, rest = name.partition("/")
         parts = rest.split("/")
-        known = (name in ("stop_rules", "model/lenet") or name in JOBS or name in LIBRARY
+        known = (name in ("stop_rules", "snapshots", "model/lenet") or name in JOBS or name in LIBRARY
                  or (kind == "data" and rest in ("digits", "torchvision", "npz", "imagefolder"))
                  or (kind in ("defense", "training") and rest in DEFENSE_SETTINGS)
                  or (kind in ("attack", "round") and len(parts) in (2, 3) and parts[0] in ATTACKERS
