@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
 from gradleak.checks import ConfigError
 from gradleak.jobs.config import validate
 from gradleak.jobs.preflight import preflight
+from gradleak.jobs.study import experiment_grid, load_study, stage_sweeps
 from gradleak.victim.data import DatasetError, load_split
 from gradleak.victim.training import training_steps
 
@@ -98,8 +98,8 @@ def study_sweeps(profile: str):
         if stage == "rounds":  # the profile's rounds are steps of its dataset's run (the next test)
             sizes += ["attack.round=" + ",".join(map(str, digits_rounds(study))),
                       f"attack.num_targets={study.rounds.clients}"]
-        for grid in grids.values() if isinstance(grids, DictConfig) else [grids]:
-            yield stage, ["-m", *grid, *sizes]
+        for name in grids:
+            yield stage, ["-m", *experiment_grid(name), *sizes]
 
 
 def digits_rounds(study) -> list[int]:
@@ -194,3 +194,24 @@ def test_missing_dataset_names_folder_and_files(tmp_path):
     text = str(err.value)
     assert f"files not found in {tmp_path}" in text and f"{tmp_path}/MNIST/raw/" in text
     assert "dataset=digits" in text and "\n" not in text
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_an_experiment_run_with_plain_hydra_is_its_study_sweep(name):
+    """`python run.py -m +experiment=<name>` (the grid in hydra.sweeper.params, expanded as
+    the basic sweeper does) runs exactly the jobs of its sweep in the smoke study."""
+    from gradleak.gate.fingerprint import job_identity
+    from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides, sweeper_params
+
+    study = load_study("smoke")
+    stage = next(s for s, names in study.stages.items() if name in names)
+    (sweep,) = [s for s in stage_sweeps(study, stage) if s.folder == name.removeprefix(stage).removeprefix("_")]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        grid = sweeper_params(compose("config", [f"+experiment={name}"], return_hydra_config=True))
+        plain = {job_identity(compose("config", [*job, f"+experiment={name}", "data_dir=data"]))
+                 for job in expand_sweep(parse_overrides(grid))}
+        studied = {job_identity(compose("config", [*job, "data_dir=data"]))
+                   for job in expand_sweep(parse_overrides(list(sweep.overrides)))}
+    assert plain == studied and len(plain) == {"batch": 4, "undefended": 6, "noise_gaussian": 24,
+                                               "noise_laplacian": 36, "prune": 54, "precision": 27,
+                                               "dpsgd": 27}.get(name, 9)

@@ -10,6 +10,7 @@ import itertools
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from omegaconf import OmegaConf
 
 
 def parse_command_line(argv: list[str]):
@@ -19,6 +20,13 @@ def parse_command_line(argv: list[str]):
 
 def parse_overrides(overrides: list[str]) -> list[Override]:
     return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def sweeper_params(cfg) -> list[str]:
+    """The overrides a config's `hydra.sweeper.params` adds to a multirun (an experiment's
+    grid, conf/experiment), written as the basic sweeper writes them, before the command line's."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    return [f"{k}={v}" for k, v in params.items()]
 
 
 def expand_sweep(parsed: list[Override]) -> list[list[str]]:

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gradleak.checks import ConfigError
 from gradleak.jobs import tracking
 from gradleak.jobs.config import validate
-from gradleak.jobs.hydra_cli import expand_sweep, parse_command_line, parse_overrides
+from gradleak.jobs.hydra_cli import expand_sweep, parse_command_line, parse_overrides, sweeper_params
 from gradleak.victim.data import DatasetError, load_split
 
 PROBE_TIMEOUT_S = 10
@@ -47,9 +47,14 @@ def preflight(argv: list[str], config_dir: Path) -> int:
         if o.is_sweep_override() and not args.multirun:
             raise ConfigError(f"{o.input_line}: a list of values is a sweep; add -m to run one job each")
         conf.check_group_values(o)
-    jobs = expand_sweep(parsed) if args.multirun else [user]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        if args.multirun and any(o.key_or_group == "experiment" for o in parsed):
+            # the experiment's grid (its hydra.sweeper.params) comes before the command line's
+            fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+            grid = sweeper_params(_compose(fixed + hydra_overrides, with_hydra=True))
+            user, parsed = grid + user, _parse(grid) + parsed
+        jobs = expand_sweep(parsed) if args.multirun else [user]
         checked_data, uris = {}, set()
         for job in jobs:
             conf.check_knobs(job)

@@ -1,7 +1,8 @@
 """The defense study as sweeps: which `run.py -m` commands each stage of dvc.yaml runs.
 
 The study is a Hydra config: conf/study/<profile>.yaml (seeds, dataset, attack and training
-sizes) composed with conf/study/stages.yaml (the grids); params.yaml names the profile.
+sizes) composed with conf/study/stages.yaml (each stage's sweeps, conf/experiment/<name>.yaml,
+whose grids the profile sizes); params.yaml names the profile.
 scripts/sweep.py launches these sweeps; the study gate (gradleak.gate) composes every job
 of them, so what it fingerprints is what the sweeps run.
 """
@@ -10,11 +11,14 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gradleak import project_root
 
 STUDY_DIR = project_root() / "conf" / "study"
+EXPERIMENT_DIR = project_root() / "conf" / "experiment"
+# An experiment's keys that the profile sets (sizes, seeds, rounds); the rest is its grid.
+PROFILE_KEYS = ("dataset", "seed", "attack.num_targets", "attack.steps", "attack.round", "train", "train.keep_rounds")
 SURVEYS = ("datasets", "batch")  # sized by the profile's survey, attack only
 ROUNDS = "rounds"  # attacks rounds of the profile's training (the profile's `rounds`)
 STAGES = ("datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds")  # dvc.yaml's
@@ -50,10 +54,14 @@ def stage_sweeps(study: DictConfig, stage: str, root: Path | None = None) -> lis
     sizes = [f"dataset={study.dataset}", *size.attack, *([] if survey else trained), _seeds(size)]
     if stage == ROUNDS:  # the training's rounds and clients the profile names
         sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)), f"attack.num_targets={study.rounds.clients}"]
-    grids = study.stages[stage]
-    if not isinstance(grids, DictConfig):  # one sweep, or named sweeps in <stage>/<name>
-        return [Sweep("", (*grids, *sizes))]
-    return [Sweep(name, (*grid, *sizes)) for name, grid in grids.items()]
+    return [Sweep(name.removeprefix(stage).removeprefix("_"), (*experiment_grid(name), *sizes))
+            for name in study.stages[stage]]
+
+
+def experiment_grid(name: str) -> list[str]:
+    """conf/experiment/<name>.yaml's sweep without the keys the profile sets."""
+    params = OmegaConf.load(EXPERIMENT_DIR / f"{name}.yaml").hydra.sweeper.params
+    return [f"{k}={v}" for k, v in params.items() if k not in PROFILE_KEYS]
 
 
 def _dataset_sweeps(study: DictConfig, root: Path | None) -> list[Sweep]:

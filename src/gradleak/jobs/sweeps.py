@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from gradleak.jobs import tracking
-from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides
+from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides, sweeper_params
 
 log = logging.getLogger(__name__)
 SKIPPED_TAG = tracking.SKIPPED_TAG
@@ -131,7 +131,7 @@ class SweepTracking(Callback):
     def _start(self, config: DictConfig) -> None:
         client = MlflowClient(tracking.tracking_uri(config))
         experiment_id = tracking.ensure_experiment(client, config.tracking.experiment)
-        overrides = list(config.hydra.overrides.task)
+        overrides = sweeper_params(config) + list(config.hydra.overrides.task)  # as the basic sweeper
         named = [o for o in overrides if not o.lstrip("+~").startswith(("hydra", "tracking."))]  # what, not where
         run = client.create_run(experiment_id, run_name=f"sweep {' '.join(named) or 'defaults'}",
                                 tags={"sweep_dir": str(config.hydra.sweep.dir),
