@@ -215,3 +215,13 @@ def test_an_experiment_run_with_plain_hydra_is_its_study_sweep(name):
     assert plain == studied and len(plain) == {"batch": 4, "undefended": 6, "noise_gaussian": 24,
                                                "noise_laplacian": 36, "prune": 54, "precision": 27,
                                                "dpsgd": 27}.get(name, 9)
+
+
+@pytest.mark.fast
+def test_where_and_how_a_job_runs_is_not_what_it_is():
+    from gradleak.job_keys import defines_job
+
+    where = ["data_dir=/d", "+tracking.uri=sqlite:///x.db", "threads=2", "resume=true", "hydra/launcher=joblib",
+             "hydra.sweep.dir=/s"]
+    what = ["seed=1", "attack=ig", "attack.steps=5", "dataset=mnist", "train.keep_rounds=[0]", "+experiment=batch"]
+    assert [defines_job(o) for o in where + what] == [False] * len(where) + [True] * len(what)

@@ -19,6 +19,7 @@ from gradleak.engine.attack import run_attack
 from gradleak.engine.quality import summarize_targets, threshold_curves
 from gradleak.engine.reidentification import draw_distractors, reid_ranks
 from gradleak.engine.schema import attacker_name
+from gradleak.job_keys import defines_job, key_of
 from gradleak.jobs import tracking
 from gradleak.jobs.config import attacked_batch, validate
 from gradleak.jobs.outputs import save_snapshots, snapshot_images, write_json
@@ -73,15 +74,14 @@ def quiet_libraries() -> None:
 
 def job_overrides() -> list[str]:
     """The user's overrides of this job (what names its MLflow run)."""
-    return [o for o in HydraConfig.get().overrides.task
-            if not o.lstrip("+~").startswith(("hydra", "tracking.", "resume="))]
+    return [o for o in HydraConfig.get().overrides.task if defines_job(o)]
 
 
 def run_name(overrides: list[str]) -> str:
     """The job's MLflow run name: its overrides, the swept ones first (the runs table cuts
     long names, and the swept value is what tells a sweep's jobs apart)."""
     swept = [k for k in os.environ.get(tracking.SWEPT_ENV, "").split(",") if k]
-    first = [o for k in swept for o in overrides if o.split("=", 1)[0].lstrip("+~") == k]
+    first = [o for k in swept for o in overrides if key_of(o) == k]
     return " ".join(first + [o for o in overrides if o not in first]) or "defaults"
 
 

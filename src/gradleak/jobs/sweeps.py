@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from gradleak.job_keys import defines_job
 from gradleak.jobs import tracking
 from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides, sweeper_params
 
@@ -132,7 +133,7 @@ class SweepTracking(Callback):
         client = MlflowClient(tracking.tracking_uri(config))
         experiment_id = tracking.ensure_experiment(client, config.tracking.experiment)
         overrides = sweeper_params(config) + list(config.hydra.overrides.task)  # as the basic sweeper
-        named = [o for o in overrides if not o.lstrip("+~").startswith(("hydra", "tracking."))]  # what, not where
+        named = [o for o in overrides if defines_job(o)]  # what, not where
         run = client.create_run(experiment_id, run_name=f"sweep {' '.join(named) or 'defaults'}",
                                 tags={"sweep_dir": str(config.hydra.sweep.dir),
                                       "git_commit": tracking.git_commit()})

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from gradleak import project_root
+from gradleak.job_keys import RUN_KEYS
 
 PARENT_ENV = "GRADLEAK_PARENT_RUN_ID"
 SWEPT_ENV = "GRADLEAK_SWEPT"  # the keys the launching multirun sweeps, comma-separated
@@ -33,8 +34,6 @@ SKIPPED_TAG = "skipped.job"  # + job number, on a sweep's parent: the FINISHED r
 JOB_TAG = "job"  # a child's job number in its sweep
 # The UI opens an experiment of this kind in its model-training view (runs, charts, images).
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
-# Left out of the config hash: where results go and how fast they come, not what they are.
-UNHASHED = ("tracking", "hydra", "threads", "resume", "data_dir")
 # For tests of failure isolation only: the job whose run name (its overrides) equals this
 # value raises right after its run starts, as a real fault inside a job would.
 FAULT_ENV = "GRADLEAK_FAULT_JOB"
@@ -116,9 +115,9 @@ def search(client: MlflowClient, experiment_id: str, filter_string: str) -> list
 
 
 def hashed_config(cfg: DictConfig) -> dict:
-    """The resolved config without the UNHASHED keys (what a job computes)."""
+    """The resolved config without the RUN_KEYS (what a job computes)."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    for key in UNHASHED:
+    for key in RUN_KEYS:
         data.pop(key, None)
     if isinstance(data.get("dataset"), dict):
         data["dataset"].pop("data_dir", None)
@@ -126,7 +125,7 @@ def hashed_config(cfg: DictConfig) -> dict:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """A stable id of what a job computes: its resolved config without the UNHASHED keys."""
+    """A stable id of what a job computes: its resolved config without the RUN_KEYS."""
     data = hashed_config(cfg)
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from gradleak.job_keys import defines_job, key_of
+
 METRICS_FILE = "metrics.json"
 # Keys that both the attack and the training block report: prefixed with their block.
 SHARED_KEYS = {"wall_s"}
@@ -27,10 +29,10 @@ CURVE_COLUMNS = ["step", "evals", "loss_median", "mse_median", "success_rate"]
 # (victim/defenses), so the report needs no table of its own.
 SETTING_COLUMNS = ["family", "family_title", "family_rank", "strength", "strength_label",
                    "strength_rank", "variance"]
-# Overrides that say where or how fast a job ran, not what it computed; and the attacker's
-# choice (attack=ig), which the `attacker` column names, so that one defense setting has one
-# `setting` whichever attacker attacked it.
-NOT_SETTING = ("seed=", "data_dir=", "threads=", "resume=", "tracking.", "hydra.", "attack=")
+# Besides the overrides of where and how a job ran (job_keys.RUN_KEYS): the seed, which the
+# setting pools, and the attacker's choice (attack=ig), which the `attacker` column names, so
+# that one defense setting has one `setting` whichever attacker attacked it.
+POOLED = ("seed", "attack")
 
 
 def find_jobs(root: Path) -> list[Path]:
@@ -53,7 +55,7 @@ def stage_and_job(job_dir: Path, root: Path) -> tuple[str, str]:
 def setting(overrides: list[str]) -> str:
     """The job's overrides without its seed and machine paths: the jobs that differ only by
     seed share it."""
-    kept = sorted(_without_folder(o) for o in overrides if not o.lstrip("+~").startswith(NOT_SETTING))
+    kept = sorted(_without_folder(o) for o in overrides if defines_job(o) and key_of(o) not in POOLED)
     return " ".join(kept) or "(defaults)"
 
 
