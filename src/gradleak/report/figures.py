@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from gradleak.report import gallery, rounds
+from gradleak.report import dp_bound, gallery, rounds
 from gradleak.report import verdict_figures as vf
 from gradleak.report.claims import markdown_claims
 from gradleak.report.collect import read_tables
@@ -249,7 +249,8 @@ def make_all(results: Path, out: Path, datasets_stage="datasets", defense_stage=
             fig.savefig(out / name, dpi=150, bbox_inches="tight")
             plt.close(fig)
             written.append(out / name)
-    return written + write_defense_table(table, out) + write_rounds(summary, targets, out)
+    return (written + write_defense_table(table, out) + write_rounds(summary, targets, out)
+            + write_dp_bound(table, targets, out))
 
 
 def write_rounds(summary: pd.DataFrame, targets: pd.DataFrame, out: Path) -> list[Path]:
@@ -263,4 +264,20 @@ def write_rounds(summary: pd.DataFrame, targets: pd.DataFrame, out: Path) -> lis
     fig.savefig(png, dpi=150, bbox_inches="tight")
     plt.close(fig)
     md.write_text("# Leakage along one training run (the rounds stage)\n\n" + rounds.markdown_rounds(table))
+    return [png, md]
+
+
+def write_dp_bound(table: pd.DataFrame, targets: pd.DataFrame, out: Path) -> list[Path]:
+    """fig_dp_bound.png and table_dp_bound.md: DP-SGD's re-identification against its bound."""
+    if table.empty or "distractors" not in targets or not (table["family"] == "dpsgd").any():
+        note("no DP-SGD rows with re-identification; skipping the DP bound")
+        return []
+    candidates = int(targets["distractors"].max()) + 1
+    bounds = dp_bound.bound_table(table, candidates)
+    png, md = Path(out) / "fig_dp_bound.png", Path(out) / "table_dp_bound.md"
+    fig = dp_bound.bound_figure(bounds, candidates)
+    fig.savefig(png, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    md.write_text("# DP-SGD against the bound differential privacy puts on re-identification\n\n"
+                  + dp_bound.markdown_bound(bounds, candidates))
     return [png, md]
