@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gradleak.job_record import RecordError
 from gradleak.report.collect import collect_roots, write_tables
 
 
@@ -22,7 +23,11 @@ def main(argv=None) -> int:
         if not root.is_dir():
             print(f"collect: root={root} is not a folder; pass the sweeps root", file=sys.stderr)
             return 2
-    tables = collect_roots(args.roots, args.out)
+    try:
+        tables = collect_roots(args.roots, args.out)
+    except RecordError as exc:  # a metrics.json of another version of this code
+        print(f"collect: {exc}", file=sys.stderr)
+        return 2
     if tables["summary"].empty:
         print(f"collect: {' '.join(map(str, args.roots))} holds no metrics.json; run the sweeps first",
               file=sys.stderr)

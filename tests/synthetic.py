@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gradleak.job_record import JobRecord
 from gradleak.victim.defenses import setting_of
 
 SEEDS = (0, 1, 2)
@@ -86,20 +87,27 @@ def write_job(job_dir: Path, overrides, config: dict, final_mse: float, test_acc
         "baseline_test_acc": 0.95, "utility_drop": 0.95 - test_acc, "wall_s": 12.0, "epochs": 2,
         "curve": {"epoch": [0, 1], "test_acc": [0.5, test_acc], "test_loss": [1, 0.5],
                   "train_loss": [1, 0.5]}}
-    metrics = {
-        "overrides": list(overrides), "config": config, "defense": _named(config),
-        "attack": {"mse_mean": float(mses.mean()), "mse_median": float(np.median(mses)),
-                   "psnr_mean": 30.0, "ssim_mean": 0.9, "label_acc": 1.0,
-                   "success_rate": float(np.mean(mses < 1e-3)), "loss_median": float(np.median(mses) * 50),
-                   "diverged_rate": 0.0, "evals_mean": 555.0, "wall_s": 3.5},
-        "targets": targets, "curve": _curve(final_mse, rng),
-        "snapshots": {"file": "snapshots.npz", "steps": SNAPSHOT_STEPS},
-        "train": train, "grid": "reconstruction.png",
-        "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "gradleak",
-                   "run_id": f"run-{job_dir.name}", "parent_run_id": "parent"},
-    }
+    record = JobRecord(
+        overrides=list(overrides), config=config, attacker=_attacker(config),
+        defense=_named(config), device="cpu",
+        attack={"mse_mean": float(mses.mean()), "mse_median": float(np.median(mses)),
+                "psnr_mean": 30.0, "ssim_mean": 0.9, "label_acc": 1.0,
+                "success_rate": float(np.mean(mses < 1e-3)), "loss_median": float(np.median(mses) * 50),
+                "diverged_rate": 0.0, "evals_mean": 555.0, "wall_s": 3.5},
+        targets=targets, curve=_curve(final_mse, rng),
+        snapshots={"file": "snapshots.npz", "steps": SNAPSHOT_STEPS},
+        train=train, grid="reconstruction.png",
+        mlflow={"tracking_uri": "sqlite:///mlflow.db", "experiment": "gradleak",
+                "run_id": f"run-{job_dir.name}", "parent_run_id": "parent"},
+    )
     _snapshots(job_dir / "snapshots.npz", SHAPES[config["dataset.name"]], final_mse, rng)
-    (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    record.write(job_dir / "metrics.json")
+
+
+def _attacker(config: dict) -> str:
+    """As engine/schema.py:attacker_name names it."""
+    name = config.get("attack.name", "dlg")
+    return f"{name} adaptive" if config.get("attack.adaptive") else name
 
 
 def _named(config: dict) -> dict:

@@ -16,6 +16,7 @@ from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
 from gradleak.intervals import wilson
+from gradleak.job_record import JobRecord
 from gradleak.jobs import tracking
 from gradleak.report import sweep_review as sr
 
@@ -168,8 +169,10 @@ def fake_child(job: int, name: str, successes: list[bool], reid=None, test_acc=N
     attack = {"mse_median": 1e-3 * (job + 1), "label_acc": 1.0, "success_rate": sum(successes) / len(successes),
               **({"reid_rate": reid} if reid is not None else {})}
     train = {"test_acc": test_acc, "utility_drop": 0.01} if test_acc else None
-    child = sr.Child(run, job, False, metrics={"attack": attack, "targets": [{"success": s} for s in successes],
-                                               "train": train})
+    record = JobRecord(overrides=name.split(), config={}, attacker="dlg", defense={}, mlflow={}, device="cpu",
+                       attack=attack, targets=[{"success": s} for s in successes], curve={}, snapshots={},
+                       grid="reconstruction.png", train=train)
+    child = sr.Child(run, job, False, metrics=record)
     child.truth = np.zeros((len(successes), *shape), np.float32)
     child.final = np.full((len(successes), *shape), 0.5, np.float32)
     return child

@@ -426,3 +426,25 @@ def test_rounds_stage_counts_images_per_round_and_stays_out_of_the_defense_table
     _assert_real_png(tmp_path / "figs" / "fig_rounds.png")
     md = (tmp_path / "figs" / "table_rounds.md").read_text()
     assert "| undefended | dlg | 312 | 1.00 | 47% [40–54] of 192 |" in md
+
+
+@pytest.mark.fast
+def test_a_job_record_of_another_version_is_one_clear_line(tmp_path):
+    import json
+
+    from gradleak.job_record import JobRecord, RecordError
+
+    synthetic.write_datasets_stage(tmp_path / "sweeps")
+    path = next((tmp_path / "sweeps" / "datasets").glob("0_*/metrics.json"))
+    data = json.loads(path.read_text())
+    assert data["version"] == 1
+    del data["version"]  # written before the field existed: version 1's layout
+    path.write_text(json.dumps(data))
+    assert JobRecord.read(path).attacker == "dlg"
+    path.write_text(json.dumps({**data, "version": 2}))
+    run = _script("collect.py", tmp_path / "sweeps", "--out", tmp_path)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        f"collect: {path}: a job record of version 2; this code reads version 1 (rerun the job, or dvc repro)"]
+    path.write_text(json.dumps({**data, "leak_rate": 1.0}))
+    with pytest.raises(RecordError, match=r"not a version 1 job record; unknown keys \['leak_rate'\]"):
+        JobRecord.read(path)

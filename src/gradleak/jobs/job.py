@@ -20,9 +20,10 @@ from gradleak.engine.quality import summarize_targets, threshold_curves
 from gradleak.engine.reidentification import draw_distractors, reid_ranks
 from gradleak.engine.schema import attacker_name
 from gradleak.job_keys import defines_job, key_of
+from gradleak.job_record import JobRecord
 from gradleak.jobs import tracking
 from gradleak.jobs.config import attacked_batch, validate
-from gradleak.jobs.outputs import save_snapshots, snapshot_images, write_json
+from gradleak.jobs.outputs import save_snapshots, snapshot_images
 from gradleak.jobs.terminal import format_summary
 from gradleak.report.job_figures import save_grid
 from gradleak.victim.data import load_split
@@ -51,17 +52,16 @@ def run(cfg: DictConfig) -> float:
         tags[tracking.JOB_TAG] = str(HydraConfig.get().job.num)  # the sweep review's row order
     with tracking.job_run(cfg, run_name(overrides), tags) as mlrun:
         mlrun.log_params(params)
-        report = {"overrides": overrides, "config": params, "attacker": attacker_name(cfg.attack),
-                  "defense": setting_of(cfg.defense),
-                  "mlflow": {"tracking_uri": mlrun.uri, "experiment": cfg.tracking.experiment,
-                             "experiment_id": mlrun.experiment_id, "run_id": mlrun.run_id,
-                             "parent_run_id": cfg.tracking.parent_run_id},
-                  "train": None}
-        grid = attack_and_report(cfg, test, report, out_dir, mlrun)
-        report["train"] = train_and_report(cfg, test, report, out_dir, mlrun)
+        who = {"overrides": overrides, "config": params, "attacker": attacker_name(cfg.attack),
+               "defense": setting_of(cfg.defense),
+               "mlflow": {"tracking_uri": mlrun.uri, "experiment": cfg.tracking.experiment,
+                          "experiment_id": mlrun.experiment_id, "run_id": mlrun.run_id,
+                          "parent_run_id": cfg.tracking.parent_run_id}}
+        record, grid = attack_and_report(cfg, test, who, out_dir, mlrun)
+        train_and_report(cfg, test, record, out_dir, mlrun)
         mlrun.log_artifact(out_dir / "metrics.json")
-    print(format_summary(report, out_dir, grid))
-    return report["attack"]["mse_median"]
+    print(format_summary(record, out_dir, grid))
+    return record.attack["mse_median"]
 
 
 def quiet_libraries() -> None:
@@ -101,8 +101,9 @@ def draw_targets(n_split: int, cfg) -> torch.Tensor:
     return torch.randperm(n_split, generator=gen)[:n].reshape(cfg.attack.num_targets, cfg.attack.batch_size)
 
 
-def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
-    """Attack the drawn test images; judge, write and log the results."""
+def attack_and_report(cfg, test, who: dict, out_dir: Path, mlrun) -> tuple[JobRecord, Path]:
+    """Attack the drawn test images; judge, write and log the results (the job's record,
+    `who` ran it, and the reconstruction grid)."""
     a = cfg.attack
     local = {"local_steps": cfg.train.get("local_steps", 1), "local_lr": cfg.train.get("local_lr", 0.0)}
     if a.round is None:
@@ -115,7 +116,8 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
                          cfg.trainer.accelerator, shared=shared, **local)
     targets, chance = judge(outcome, index, split, cfg)
     p = outcome.progress
-    report.update(
+    record = JobRecord(
+        **who,
         device=outcome.device,
         attack={**summarize_targets(targets, chance), "wall_s": outcome.wall_s,
                 "round": a.round, "local_steps": local["local_steps"],
@@ -129,26 +131,25 @@ def attack_and_report(cfg, test, report: dict, out_dir: Path, mlrun) -> Path:
         grid="reconstruction.png",
     )
     save_snapshots(out_dir / "snapshots.npz", outcome.truth, p.snapshot_steps, p.snapshots)
-    mlrun.log_input(attacked_dataset(cfg.dataset, images, labels, index, cfg.seed, report["attack"]["split"]),
+    mlrun.log_input(attacked_dataset(cfg.dataset, images, labels, index, cfg.seed, record.attack["split"]),
                     context="attack")
     for step, image in zip(p.snapshot_steps, snapshot_images(outcome.truth, p.snapshots)):
         mlrun.log_image(RECONSTRUCTION_KEY, image, step=step)  # one key: the UI's step slider
     mse = [float(((r - t) ** 2).mean()) for r, t in zip(outcome.reconstructions.flatten(0, 1),
                                                         outcome.truth.flatten(0, 1))]
-    a_report = report["attack"]
-    title = (f"{' '.join(report['overrides']) or 'defaults'} | exact {a_report['success_rate']:.0%}"
-             f" | re-identified {a_report['reid_rate']:.0%}")
+    title = (f"{' '.join(record.overrides) or 'defaults'} | exact {record.attack['success_rate']:.0%}"
+             f" | re-identified {record.attack['reid_rate']:.0%}")
     grid = save_grid(out_dir / "reconstruction.png", outcome.truth.flatten(0, 1).numpy(),
                      outcome.reconstructions.flatten(0, 1).numpy(), mse, title)
-    write_json(out_dir / "metrics.json", report)  # written now: kept even if training fails
-    mlrun.log_metrics({k: v for k, v in report["attack"].items() if isinstance(v, int | float)})
-    mlrun.log_series({f"curve/{k}": report["curve"][k]
+    record.write(out_dir / "metrics.json")  # written now: kept even if training fails
+    mlrun.log_metrics({k: v for k, v in record.attack.items() if isinstance(v, int | float)})
+    mlrun.log_series({f"curve/{k}": record.curve[k]
                       for k in ("loss_median", "mse_median", "success_rate", "evals")}, steps=p.step)
     for path in (grid, out_dir / "snapshots.npz"):
         mlrun.log_artifact(path)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     mlrun.log_artifact(out_dir / "config.yaml")
-    return grid
+    return record, grid
 
 
 def intercepted(cfg, test):
@@ -180,10 +181,10 @@ def judge(outcome, index: torch.Tensor, split, cfg) -> tuple[list[dict], float]:
     return targets, 1.0 / (m + 1)
 
 
-def train_and_report(cfg, test, report: dict, out_dir: Path, mlrun):
+def train_and_report(cfg, test, record: JobRecord, out_dir: Path, mlrun) -> None:
     """Train under the defense (unless train=none) and log what the defense costs."""
     if cfg.train.name == "none":
-        return None  # metrics.json already says train: null
+        return  # metrics.json already says train: null
     from gradleak.victim.training import run_training
 
     result = run_training(cfg, logger=mlrun.lightning_logger(), test=test)  # per-epoch train/* curves
@@ -191,8 +192,8 @@ def train_and_report(cfg, test, report: dict, out_dir: Path, mlrun):
                        "train/baseline_test_acc": result["baseline_test_acc"]})
     if "epsilon" in result:  # DP-SGD's guarantee (train.accountant is a param); None without noise
         mlrun.log_metrics({f"train/{k}": result[k] for k in PRIVACY_METRICS})
-    write_json(out_dir / "metrics.json", {**report, "train": result})
-    return result
+    record.train = result
+    record.write(out_dir / "metrics.json")
 
 
 def attacked_dataset(dataset: DictConfig, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,

@@ -1,29 +1,12 @@
-"""What one job leaves in its output folder: metrics.json, the snapshots along the attack
-(npz) and the resolved config (the reconstruction grid PNG: report/job_figures.py)."""
-import json
-import math
+"""What one job leaves in its output folder besides its record (metrics.json: job_record.py):
+the snapshots along the attack (npz) and the images MLflow shows of them (the reconstruction
+grid PNG: report/job_figures.py)."""
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gradleak.report.job_figures import GRID_MAX_IMAGES
-
-
-def write_json(path: Path, data: dict) -> Path:
-    """JSON with non-finite floats written as null (strict JSON readers reject NaN)."""
-    path.write_text(json.dumps(_finite(data), indent=1))
-    return path
-
-
-def _finite(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
 
 
 def save_snapshots(path: Path, truth: torch.Tensor, steps: list[int], recon: list[torch.Tensor]) -> Path:

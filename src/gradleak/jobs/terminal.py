@@ -1,32 +1,33 @@
 """The readable end of a run: a short table of the key numbers and where everything is."""
+from gradleak.job_record import JobRecord
 from gradleak.jobs.tracking import run_url, ui_command
 
 MAX_ROWS = 16
 
 
-def format_summary(report: dict, out_dir, grid_path) -> str:
-    a, cfg = report["attack"], report["config"]
+def format_summary(record: JobRecord, out_dir, grid_path) -> str:
+    a, cfg = record.attack, record.config
     lines = [
         "",
-        f"gradleak | dataset={cfg['dataset.name']} model={cfg['model.name']} {_defense(report)}"
-        f" | attacker {report.get('attacker', cfg['attack.name'])}"
-        f" | {len(report['targets'])} targets x {cfg['attack.batch_size']} images"
-        f" | {a['wall_s']:.1f} s on {report['device']}",
+        f"gradleak | dataset={cfg['dataset.name']} model={cfg['model.name']} {_defense(record)}"
+        f" | attacker {record.attacker}"
+        f" | {len(record.targets)} targets x {cfg['attack.batch_size']} images"
+        f" | {a['wall_s']:.1f} s on {record.device}",
         *_attacked(a),
         f"{'target':>6} {'image':>6} {'label':>7} {'pred':>7} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>6}"
         f" {'evals':>6}  {'exact':>5} {'re-id rank':>10}  stopped",
     ]
-    for t in report["targets"][:MAX_ROWS]:
+    for t in record.targets[:MAX_ROWS]:
         exact = "div." if t["diverged"] else ("yes" if t["success"] else "no")
         rank = f"{t['reid_rank']}/{t['distractors'] + 1}"
         lines.append(f"{t['target']:>6} {_labels(t['index']):>6} {_labels(t['label']):>7}"
                      f" {_labels(t['predicted']):>7} {t['mse']:9.2e} {t['psnr']:8.1f} {t['ssim']:6.3f}"
                      f" {t['evals']:>6}  {exact:>5} {rank:>10}  {t.get('stop_reason', '')}")
-    if len(report["targets"]) > MAX_ROWS:
-        lines.append(f"{'...':>6} ({len(report['targets']) - MAX_ROWS} more in metrics.json)")
+    if len(record.targets) > MAX_ROWS:
+        lines.append(f"{'...':>6} ({len(record.targets) - MAX_ROWS} more in metrics.json)")
     lines += [
         _verdict(f"exact reconstruction (MSE < {cfg['attack.success_mse']:g})", a, "success_rate"),
-        _verdict(f"re-identified (rank 1 of 1 + {report['targets'][0]['distractors']} {a.get('split', 'test')} images,"
+        _verdict(f"re-identified (rank 1 of 1 + {record.targets[0]['distractors']} {a.get('split', 'test')} images,"
                  f" chance {a['reid_chance']:.1%})", a, "reid_rate"),
         f"MSE mean {a['mse_mean']:.2e} median {a['mse_median']:.2e} | PSNR median {a['psnr_median']:.1f} dB"
         f" | SSIM mean {a['ssim_mean']:.3f} | label acc {a['label_acc']:.0%}",
@@ -35,8 +36,8 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
     if stopped:
         lines.append("problems ended: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stopped.items())
                      + f" (of {sum(stopped.values())}: targets x restarts)")
-    if report.get("train"):
-        tr = report["train"]
+    if record.train:
+        tr = record.train
         lines.append(f"training ({cfg.get('train.name')}): test accuracy {tr['test_acc']:.2%}"
                      f" (undefended {tr['baseline_test_acc']:.2%}, utility drop {tr['utility_drop']:+.2%})"
                      f" in {tr['wall_s']:.0f} s")
@@ -45,7 +46,7 @@ def format_summary(report: dict, out_dir, grid_path) -> str:
             lines.append(f"privacy ({tr['accountant']}): epsilon {eps} at delta {tr['delta']:g}"
                          f" (noise multiplier {tr['noise_multiplier']:g}, sample rate {tr['sample_rate']:.2g},"
                          f" {tr['steps']} steps)")
-    ml = report["mlflow"]
+    ml = record.mlflow
     lines += [
         f"metrics: {out_dir}/metrics.json",
         f"grid:    {grid_path}",
@@ -64,12 +65,12 @@ def _attacked(a: dict) -> list[str]:
             f"on its train batch ({a['local_steps']} local step{'s' * (a['local_steps'] > 1)})"]
 
 
-def _defense(report: dict) -> str:
+def _defense(record: JobRecord) -> str:
     """The defense and its knobs as the user spells them (defense=noise noise=gaussian scale=...)."""
-    cfg = report["config"]
+    cfg = record.config
     knobs = [f"{k.removeprefix('defense.')}={v}" for k, v in cfg.items()
              if k.startswith("defense.") and k not in ("defense.name", "defense.variance")]
-    return " ".join([f"defense={cfg['defense.name']}", *knobs, f"({report['defense']['strength_label']})"])
+    return " ".join([f"defense={cfg['defense.name']}", *knobs, f"({record.defense['strength_label']})"])
 
 
 def _verdict(name: str, a: dict, rate: str) -> str:

@@ -13,13 +13,13 @@ Each job writes `metrics.json` into its Hydra output folder
 Paths in the tables are relative to the folder the tables are written to, so figures
 can be built from the CSVs alone.
 """
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from gradleak.job_keys import defines_job, key_of
+from gradleak.job_record import JobRecord
 
 METRICS_FILE = "metrics.json"
 # Keys that both the attack and the training block report: prefixed with their block.
@@ -79,42 +79,30 @@ def _relpath(path: Path, start: Path) -> str:
         return path.resolve().as_posix()
 
 
-def attacker(m: dict) -> str:
-    """The attacker as the job named it (jobs before it did: from the attack config)."""
-    if m.get("attacker"):
-        return m["attacker"]
-    config = m.get("config", {})
-    name = config.get("attack.name", "dlg")
-    return f"{name} adaptive" if config.get("attack.adaptive") else name
+def _identity(m: JobRecord, stage: str, job: str) -> dict:
+    return {"stage": stage, "job": job, "seed": m.config.get("seed"),
+            **{k: m.defense.get(k) for k in SETTING_COLUMNS}, "setting": setting(m.overrides),
+            "attacker": m.attacker}
 
 
-def _identity(m: dict, stage: str, job: str) -> dict:
-    named = m.get("defense") or {}
-    return {"stage": stage, "job": job, "seed": m.get("config", {}).get("seed"),
-            **{k: named.get(k) for k in SETTING_COLUMNS}, "setting": setting(m.get("overrides", [])),
-            "attacker": attacker(m)}
-
-
-def summary_row(m: dict, ident: dict, job_dir: Path, out: Path) -> dict:
-    snap = (m.get("snapshots") or {}).get("file")
-    row = {**ident, "overrides": " ".join(m.get("overrides", [])),
+def summary_row(m: JobRecord, ident: dict, job_dir: Path, out: Path) -> dict:
+    row = {**ident, "overrides": " ".join(m.overrides),
            "job_dir": _relpath(job_dir, out),
-           "snapshots": _relpath(job_dir / snap, out) if snap else None,
-           "grid": _relpath(job_dir / m["grid"], out) if m.get("grid") else None,
-           "mlflow_run_id": (m.get("mlflow") or {}).get("run_id")}
-    row |= {k: v for k, v in m.get("config", {}).items() if k != "seed"}
-    row |= _metric_columns(m.get("attack"), "attack")
-    row |= _metric_columns(m.get("train"), "train")
+           "snapshots": _relpath(job_dir / m.snapshots["file"], out),
+           "grid": _relpath(job_dir / m.grid, out),
+           "mlflow_run_id": m.mlflow.get("run_id")}
+    row |= {k: v for k, v in m.config.items() if k != "seed"}
+    row |= _metric_columns(m.attack, "attack")
+    row |= _metric_columns(m.train, "train")
     return row
 
 
-def target_rows(m: dict, ident: dict) -> list[dict]:
-    dataset = m.get("config", {}).get("dataset.name")
-    return [{**ident, "dataset.name": dataset, **t} for t in m.get("targets", [])]
+def target_rows(m: JobRecord, ident: dict) -> list[dict]:
+    return [{**ident, "dataset.name": m.config.get("dataset.name"), **t} for t in m.targets]
 
 
-def curve_rows(m: dict, ident: dict) -> pd.DataFrame:
-    curve = pd.DataFrame(m.get("curve") or {})
+def curve_rows(m: JobRecord, ident: dict) -> pd.DataFrame:
+    curve = pd.DataFrame(m.curve)
     curve = curve[[c for c in CURVE_COLUMNS if c in curve]]
     return curve.assign(stage=ident["stage"], job=ident["job"])
 
@@ -124,7 +112,7 @@ def collect(root: Path, out: Path) -> dict[str, pd.DataFrame]:
     root, out = Path(root), Path(out)
     summary, targets, curves = [], [], []
     for job_dir in find_jobs(root):
-        m = json.loads((job_dir / METRICS_FILE).read_text())
+        m = JobRecord.read(job_dir / METRICS_FILE)
         ident = _identity(m, *stage_and_job(job_dir, root))
         summary.append(summary_row(m, ident, job_dir, out))
         targets += target_rows(m, ident)

@@ -18,7 +18,6 @@ stand in for skipped jobs: the parent's `skipped.job<N>` tags) it logs on the pa
 Everything comes from the runs and their artifacts (metrics.json, snapshots.npz): no torch.
 """
 import csv
-import json
 import math
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from gradleak.intervals import wilson
+from gradleak.job_record import JobRecord
 from gradleak.jobs import tracking
 
 plt.switch_backend("agg")
@@ -45,7 +45,7 @@ class Child:
     run: object  # mlflow Run
     job: int | None
     earlier: bool  # a run of an earlier sweep that stands in for a skipped job
-    metrics: dict | None = None  # metrics.json
+    metrics: JobRecord | None = None  # metrics.json
     final: np.ndarray | None = None  # [N, C, H, W] last snapshot
     truth: np.ndarray | None = None
     row: dict = field(default_factory=dict)
@@ -126,7 +126,7 @@ def load(client: MlflowClient, child: Child, folder: Path) -> None:
     names = {a.path for a in client.list_artifacts(child.run.info.run_id)}
     if "metrics.json" in names:
         path = client.download_artifacts(child.run.info.run_id, "metrics.json", str(folder))
-        child.metrics = json.loads(Path(path).read_text())
+        child.metrics = JobRecord.read(path)
     if "snapshots.npz" in names:
         path = client.download_artifacts(child.run.info.run_id, "snapshots.npz", str(folder))
         with np.load(path) as npz:
@@ -147,9 +147,9 @@ def overrides(name: str) -> dict[str, str]:
 
 def table_row(child: Child) -> dict:
     """One child as the table's row: numbers from metrics.json, else from the run's metrics."""
-    run, m = child.run, child.metrics or {}
-    attack, train = m.get("attack") or {}, m.get("train") or {}
-    targets = m.get("targets") or []
+    run, m = child.run, child.metrics
+    attack, train = (m.attack, m.train or {}) if m else ({}, {})
+    targets = m.targets if m else []
     row = {"job": child.job, "overrides": child.name, "status": run.info.status,
            "from": "earlier sweep (resumed)" if child.earlier else "this sweep", "targets": len(targets) or None}
     n = len(targets)
