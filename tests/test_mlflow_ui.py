@@ -75,12 +75,12 @@ def test_each_job_logs_its_reconstructions_as_one_image_series(swept):
     for run in children:
         files = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
         pngs = [f for f in files if f.endswith(".png")]
-        assert all(f.startswith("images/reconstruction+step+") for f in pngs)  # one key
+        assert all(f.startswith("images/attack~reconstruction+step+") for f in pngs)  # one key
         steps = sorted(int(f.split("+step+")[1].split("+")[0]) for f in pngs)
         snapshot_steps = json.loads(read_artifact(client, run.info.run_id, "metrics.json"))["snapshots"]["steps"]
         assert steps == snapshot_steps and len(set(steps)) >= 4 and steps[0] == 0  # spread over the steps taken
         image = mpimg.imread(client.download_artifacts(run.info.run_id, pngs[-1]))
-        assert image.shape[0] > 2 * 8 and image.shape[1] > 2 * 8  # truth over reconstruction, 2 targets, enlarged
+        assert image.shape[0] > 2 * 8 and image.shape[0] == image.shape[1]  # 2 targets: square
     # the progress bar speaks of the attack, not of epochs
     assert "Epoch" not in done.stdout and "steps" in done.stdout and "exact" in done.stdout
     assert f"/#/experiments/{children[0].info.experiment_id}/runs/{children[0].info.run_id}" \

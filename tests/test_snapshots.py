@@ -28,3 +28,15 @@ def test_snapshots_span_the_steps_the_attack_took():
 def test_no_snapshots_asked_none_kept():
     steps, frames = run(0, 50)
     assert steps == [] and frames.kept == {}
+
+
+@pytest.mark.fast
+def test_a_snapshot_image_fills_a_square_panel():
+    """8 digit targets: 4 columns, truth over reconstruction twice (4 rows of 48 px cells + gaps)."""
+    from gradleak.jobs.outputs import snapshot_images
+
+    truth = torch.zeros(8, 1, 1, 8, 8)
+    (image,) = snapshot_images(truth, [torch.ones(8, 1, 1, 8, 8)])
+    assert image.shape == (4 * 50 + 2, 4 * 50 + 2, 3)
+    rows = [image[2 + 50 * r + 24, 2 + 24, 0] for r in range(4)]  # the first cell's centre per row
+    assert rows == [0, 255, 0, 255]  # truth (black), reconstruction (white), truth, reconstruction

@@ -31,7 +31,9 @@ from gradleak.victim.defenses import defense_from_config, setting_of
 from gradleak.victim.models import build_model
 
 PRIVACY_METRICS = ("epsilon", "delta", "sample_rate", "steps", "noise_multiplier")
-RECONSTRUCTION_KEY = "reconstruction"  # the logged image series: truth over reconstruction, per step
+# The logged image series (truth over reconstruction, per snapshot step). Its "attack/" prefix
+# gives it a section of its own, and the UI sorts sections by name: it is the run's first chart.
+RECONSTRUCTION_KEY = "attack/reconstruction"
 
 
 def run(cfg: DictConfig) -> float:

@@ -1,6 +1,7 @@
 """What one job leaves in its output folder besides its record (metrics.json: job_record.py):
 the snapshots along the attack (npz) and the images MLflow shows of them (the reconstruction
 grid PNG: report/job_figures.py)."""
+import math
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,11 @@ def tile_rows(rows: list[np.ndarray], pixels: int = 48, gap: int = 2) -> np.ndar
 
 
 def snapshot_images(truth: torch.Tensor, recon: list[torch.Tensor]) -> list[np.ndarray]:
-    """Per snapshot: ground truth over the reconstruction at that step (up to GRID_MAX_IMAGES)."""
+    """Per snapshot: each target's ground truth over its reconstruction at that step (up to
+    GRID_MAX_IMAGES), in about as many pairs of rows as columns, so that the picture fills the
+    UI's square image panel."""
     top = truth.flatten(0, 1)[:GRID_MAX_IMAGES].numpy()
-    return [tile_rows([top, r.flatten(0, 1)[:GRID_MAX_IMAGES].numpy()]) for r in recon]
+    columns = min(len(top), math.ceil(math.sqrt(2 * len(top))))  # 2n / columns rows ~ columns
+    chunks = range(0, len(top), columns)
+    return [tile_rows([part for i in chunks for part in (top[i:i + columns], r.flatten(0, 1)[i:i + columns].numpy())])
+            for r in recon]
