@@ -396,8 +396,12 @@ def test_dpsgd_settings_carry_their_epsilon_into_the_table_and_figures(tmp_path)
     md = paper.markdown_table(table)
     assert "ε (DP-SGD)" in md and "| 9.9 |" in md and "| 1.2 |" in md
     written = {p.name for p in figures.make_all(tmp_path, tmp_path / "figs")}
-    assert {"fig_dpsgd.png", "fig_gallery_dpsgd.png"} <= written
+    assert {"fig_dpsgd.png", "fig_gallery_dpsgd.png", "fig_dp_bound.png", "table_dp_bound.md"} <= written
     _assert_real_png(tmp_path / "figs" / "fig_dpsgd.png")
+    _assert_real_png(tmp_path / "figs" / "fig_dp_bound.png")
+    # 1 + 99 distractors: Phi(Phi^-1(0.01) + 1/z) = Phi(-0.326) at z = 0.5, Phi(-1.326) at z = 1
+    bound = (tmp_path / "figs" / "table_dp_bound.md").read_text()
+    assert "| z=0.5 (C=1) | 2 | 37.2% |" in bound and "| z=1 (C=1) | 1 | 9.2% |" in bound
 
 
 def test_rounds_stage_counts_images_per_round_and_stays_out_of_the_defense_table(tmp_path):
