@@ -225,3 +225,10 @@ def test_where_and_how_a_job_runs_is_not_what_it_is():
              "hydra.sweep.dir=/s"]
     what = ["seed=1", "attack=ig", "attack.steps=5", "dataset=mnist", "train.keep_rounds=[0]", "+experiment=batch"]
     assert [defines_job(o) for o in where + what] == [False] * len(where) + [True] * len(what)
+
+
+@pytest.mark.fast
+def test_preflight_counts_an_experiments_jobs():
+    """The experiment's grid (hydra.sweeper.params) is part of the sweep preflight checks
+    (attack.batch_size=1,2,4,8: 4 jobs); the command line's dataset comes after it and wins."""
+    assert preflight(["-m", "+experiment=batch", "dataset=digits"], CONF) == 4
