@@ -16,11 +16,10 @@ class Snapshots:
         """The reconstruction after `step` steps (the latest is kept for the end)."""
         if not self.n:
             return
-        frame = recon.clamp(0, 1).cpu()
-        self.last = step, frame
+        self.last = step, recon  # copied off the device only if it ends the run
         if step % self.stride:
             return
-        self.kept[step] = frame
+        self.kept[step] = _frame(recon)
         if len(self.kept) > 2 * self.n:
             self.stride *= 2
             self.kept = {s: f for s, f in self.kept.items() if s % self.stride == 0}
@@ -29,8 +28,12 @@ class Snapshots:
         """Per step of n evenly spaced over [0, last step], the kept frame nearest to it."""
         if self.last is None:
             return [], []
-        kept = {**self.kept, self.last[0]: self.last[1]}
+        kept = {**self.kept, self.last[0]: _frame(self.last[1])}
         steps = np.array(sorted(kept))
         wanted = np.linspace(0, steps[-1], self.n)
         picks = dict.fromkeys(int(steps[np.abs(steps - t).argmin()]) for t in wanted)  # ties: the earlier
         return list(picks), [kept[s] for s in picks]
+
+
+def _frame(recon: torch.Tensor) -> torch.Tensor:
+    return recon.clamp(0, 1).cpu()

@@ -42,9 +42,8 @@ def reidentification_bound(mu: float, candidates: int) -> float:
 def bound_table(table: pd.DataFrame, candidates: int) -> pd.DataFrame:
     """Per DP-SGD setting: z, mu, the bound (%), the training's epsilon and the strongest
     attacker's re-identification (%, 95% Wilson interval, its counts)."""
-    rows = strongest_rows(table[table["family"] == "dpsgd"]) if "family" in table else table.iloc[:0]
     out = []
-    for _, r in rows.sort_values("strength_rank").iterrows():
+    for _, r in strongest_rows(table[table["family"] == "dpsgd"]).sort_values("strength_rank").iterrows():
         z, n = float(r["strength"]), int(r["n_seeds"] * r["n_targets"])
         mu = gaussian_mu(z)
         bound = 100 * reidentification_bound(mu, candidates)
