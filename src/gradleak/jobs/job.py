@@ -24,8 +24,10 @@ from gradleak.job_record import JobRecord
 from gradleak.jobs import tracking
 from gradleak.jobs.config import attacked_batch, validate
 from gradleak.jobs.outputs import save_snapshots, snapshot_images
-from gradleak.jobs.terminal import format_summary
+from gradleak.jobs.terminal import format_summary, format_text_summary
+from gradleak.jobs.text_job import run_text
 from gradleak.report.job_figures import save_grid
+from gradleak.text.schema import validate_text
 from gradleak.victim.data import load_split
 from gradleak.victim.defenses import defense_from_config, setting_of
 from gradleak.victim.models import build_model
@@ -37,19 +39,23 @@ RECONSTRUCTION_KEY = "attack/reconstruction"
 
 
 def run(cfg: DictConfig) -> float:
-    """Run one job; returns the median reconstruction MSE (what a Hydra sweeper optimizes)."""
-    validate(cfg)
-    cfg.attack = attacked_batch(cfg)
+    """Run one job; returns the median reconstruction MSE (task=text: the mean token error),
+    what a Hydra sweeper optimizes."""
+    text = cfg.get("task") == "text"
+    if text:
+        validate_text(cfg)
+    else:
+        validate(cfg)
+        cfg.attack = attacked_batch(cfg)
     quiet_libraries()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, verbose=False)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = job_overrides()
-    test = load_split(cfg.dataset, "test")
     params = job_params(cfg)
     tags = {"dataset": cfg.dataset.name, "defense": cfg.defense.name, "attacker": attacker_name(cfg.attack),
-            "overrides": " ".join(overrides)}
+            "overrides": " ".join(overrides), **({"task": "text"} if text else {})}
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         tags[tracking.JOB_TAG] = str(HydraConfig.get().job.num)  # the sweep review's row order
     with tracking.job_run(cfg, run_name(overrides), tags) as mlrun:
@@ -59,11 +65,17 @@ def run(cfg: DictConfig) -> float:
                "mlflow": {"tracking_uri": mlrun.uri, "experiment": cfg.tracking.experiment,
                           "experiment_id": mlrun.experiment_id, "run_id": mlrun.run_id,
                           "parent_run_id": cfg.tracking.parent_run_id}}
-        record, grid = attack_and_report(cfg, test, who, out_dir, mlrun)
-        train_and_report(cfg, test, record, out_dir, mlrun)
+        if text:
+            record = run_text(cfg, who, out_dir, mlrun)
+            summary = format_text_summary(record, out_dir)
+        else:
+            test = load_split(cfg.dataset, "test")
+            record, grid = attack_and_report(cfg, test, who, out_dir, mlrun)
+            train_and_report(cfg, test, record, out_dir, mlrun)
+            summary = format_summary(record, out_dir, grid)
         mlrun.log_artifact(out_dir / "metrics.json")
-    print(format_summary(record, out_dir, grid))
-    return record.attack["mse_median"]
+    print(summary)
+    return 1 - record.attack["token_acc"] if text else record.attack["mse_median"]
 
 
 def quiet_libraries() -> None:
@@ -71,6 +83,7 @@ def quiet_libraries() -> None:
     (accelerator lines, cloud-logging tips) and a torch deprecation it triggers say nothing
     a gradleak user can act on."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score's "Using default tokenizer"
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
 
 

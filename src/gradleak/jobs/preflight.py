@@ -21,6 +21,7 @@ from gradleak.checks import ConfigError
 from gradleak.jobs import tracking
 from gradleak.jobs.config import validate
 from gradleak.jobs.hydra_cli import expand_sweep, parse_command_line, parse_overrides, sweeper_params
+from gradleak.text.schema import validate_text
 from gradleak.victim.data import DatasetError, load_split
 
 PROBE_TIMEOUT_S = 10
@@ -59,8 +60,12 @@ def preflight(argv: list[str], config_dir: Path) -> int:
         for job in jobs:
             conf.check_knobs(job)
             cfg = _compose(job)
-            validate(cfg)
-            _check_data(cfg, checked_data)
+            if cfg.get("task") == "text":
+                validate_text(cfg)
+                _check_text(cfg, checked_data)
+            else:
+                validate(cfg)
+                _check_data(cfg, checked_data)
             uris.add((tracking.tracking_uri(cfg), cfg.tracking.experiment))
         with_hydra = _compose(jobs[0] + hydra_overrides, with_hydra=True)
     GlobalHydra.instance().clear()
@@ -108,6 +113,19 @@ def _check_data(cfg, checked: dict) -> None:
         checked[key] = len(load_split(cfg.dataset, "train")) if key[2] else None
     if cfg.attack.round is not None:  # validate(): only with a train profile
         _check_round(cfg, checked[key])
+
+
+def _check_text(cfg, checked: dict) -> None:
+    """Each distinct text dataset once: readable, and with enough sentences for the attack."""
+    from gradleak.text.corpus import load_text
+
+    key = str(cfg.dataset)
+    if key not in checked:
+        checked[key] = len(load_text(cfg.dataset))
+    if cfg.attack.num_targets > checked[key]:
+        raise ConfigError(f"attack.num_targets={cfg.attack.num_targets}: dataset={cfg.dataset.name} has"
+                          f" {checked[key]} sentences of {cfg.dataset.min_tokens}-{cfg.dataset.max_tokens} tokens"
+                          f" to attack; allowed num_targets <= {checked[key]}")
 
 
 def _check_round(cfg, n_train: int) -> None:

@@ -81,3 +81,39 @@ def _verdict(name: str, a: dict, rate: str) -> str:
 
 def _labels(labels: list[int]) -> str:
     return ",".join(map(str, labels)) if len(labels) <= 2 else f"{labels[0]},..."
+
+
+def format_text_summary(record: JobRecord, out_dir) -> str:
+    """task=text: each sentence over its recovery (wrong tokens in [brackets]) and the verdicts."""
+    a, cfg = record.attack, record.config
+    lines = [
+        "",
+        f"gradleak | task=text dataset={cfg['dataset.name']} model={cfg['model.name']} {_defense(record)}"
+        f" | attacker {record.attacker} | {len(record.targets)} sentences x 1"
+        f" | {a['wall_s']:.1f} s on {record.device}",
+    ]
+    for t in record.targets[:MAX_ROWS]:
+        words = t["recovered"].split(" ")
+        marked = " ".join(f"[{w}]" if i in t["wrong"] else w for i, w in enumerate(words))
+        lines += [f"{t['target']:>3} true:      {t['truth']}",
+                  f"{'':>3} recovered: {marked}",
+                  f"{'':>3}            tokens {t['token_acc']:.0%} | ROUGE-L {t['rougeL_f']:.2f}"
+                  f" | {'exact' if t['success'] else 'not exact'} | re-id rank {t['reid_rank']}/{t['distractors'] + 1}"]
+    if len(record.targets) > MAX_ROWS:
+        lines.append(f"... ({len(record.targets) - MAX_ROWS} more in metrics.json)")
+    n = a["n_targets"]
+    lines += [
+        f"token accuracy: {a['token_acc']:.1%} (95% t {a['token_acc_lo']:.1%}-{a['token_acc_hi']:.1%}, n={n})"
+        f" | ROUGE-1 {a['rouge1_f']:.3f} ROUGE-2 {a['rouge2_f']:.3f} ROUGE-L {a['rougeL_f']:.3f}",
+        _verdict("exact sentence (every token right)", a, "success_rate"),
+        _verdict(f"re-identified (rank 1 of 1 + {record.targets[0]['distractors']} test sentences by ROUGE-L,"
+                 f" chance {a['reid_chance']:.1%})", a, "reid_rate"),
+    ]
+    ml = record.mlflow
+    lines += [
+        f"metrics:   {out_dir}/metrics.json",
+        f"recovered: {out_dir}/{record.grid}",
+        f"mlflow:    run {ml['run_id']} in experiment '{ml['experiment']}' at {ml['tracking_uri']}",
+        f"ui:        {ui_command(ml['tracking_uri'])}",
+    ]
+    return "\n".join(lines)

@@ -231,6 +231,13 @@ class JobRun:
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
+    def log_table(self, data: dict[str, list], artifact_file: str) -> None:
+        """Columns as an MLflow table artifact (the UI's artifact view shows it as a table)."""
+        self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
     def log_image(self, key: str, image, step: int) -> None:
         """One image of a step series: the UI's image panel shows `key` with a step slider."""
         self.client.log_image(self.run_id, image, key=key, step=step)
