@@ -220,7 +220,8 @@ class TextAttack(Attack):
     def discrete_search(self, start: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Greedy moves from the best of `start` ([T, L] each): swaps while one lowers a
         sentence's match, then (with the bag of words) replacements by a candidate, then
-        swaps again, for at most `discrete_steps` rounds of moves. Returns (tokens [T, L],
+        swaps again, for at most `discrete_steps` rounds of moves; a sentence stops once its
+        match is below `stop.converged_loss` x its starting match. Returns (tokens [T, L],
         their match [T], moves evaluated)."""
         t = len(self.truth)
         rows = torch.arange(t, device=self.device)
@@ -228,7 +229,9 @@ class TextAttack(Attack):
         current = torch.stack(start)[scores.argmin(0), rows].clone()
         best = scores.min(0).values
         evaluated = len(start) * t
-        active = torch.ones(t, dtype=torch.bool, device=self.device)
+        # a sentence whose match fell as far as the converged stop rule asks is settled
+        settled = self.cfg.stop.converged_loss * best
+        active = best > settled
         replace = False
         for _ in range(self.cfg.discrete_steps):
             moves, owner = self._moves(current, active, replace)
@@ -243,11 +246,13 @@ class TextAttack(Attack):
                     current[s] = moves[torch.nonzero((owner == s) & (score == top[s]))[0, 0]]
                 best = torch.where(improved, top, best)
             if improved.any():
-                active, replace = improved, False
+                active, replace = improved & (best > settled), False
             elif replace or self.counts is None:
                 break  # neither a swap nor a replacement helps any sentence
             else:
-                active, replace = torch.ones_like(active), True
+                active, replace = best > settled, True
+            if not active.any():
+                break
         return current, best, evaluated
 
     def _moves(self, current: torch.Tensor, active: torch.Tensor, replace: bool):
