@@ -402,6 +402,30 @@ def probe_resnet(work: Path) -> dict:
     return {"gradient": summaries(shared_gradients(model.eval(), images[:, None], labels[:, None]))}
 
 
+def probe_text(key: str, work: Path) -> dict:
+    """task=text (no stage runs it yet): the drawn sentences, then ATTACK_STEPS continuous
+    steps and 3 rounds of discrete moves of the text attack on two of them through the
+    defense, in float64: the loss median per step, the bag's size and the final matches."""
+    from gradleak.jobs.text_job import draw_sentences
+    from gradleak.text.attack import run_text_attack
+    from gradleak.text.corpus import load_text
+    from gradleak.text.victim import build_text_model
+    from gradleak.victim.defenses import defense_from_config
+
+    cfg = job_config(["task=text", *DEFENSE_SETTINGS[key], f"attack.num_targets={TARGETS}",
+                      f"attack.steps={ATTACK_STEPS}", "attack.discrete_steps=3"], work)
+    split = load_text(cfg.dataset)
+    rows = draw_sentences(len(split), cfg)
+    lengths = split.lengths[rows]
+    torch.manual_seed(cfg.seed)
+    with float64():
+        model = build_text_model(cfg.model, split.vocab_size)
+    out = run_text_attack(cfg.attack, model, split.ids[rows, : int(lengths.max())], lengths,
+                          defense_from_config(cfg.defense), cfg.seed, "cpu", progress_bar=False)
+    return {"rows": rows.tolist(), "loss_median": out.progress.loss_median, "candidates": out.candidates,
+            "discrete_match": out.discrete_match, "moves": out.moves}
+
+
 LIBRARY = {  # name -> probe: the paper profile's and a GPU's paths, other optimizers, baselines
     "library/reference-dlg": lambda w: probe_reference("dlg", w),
     "library/reference-ig": lambda w: probe_reference("ig", w),
@@ -411,6 +435,8 @@ LIBRARY = {  # name -> probe: the paper profile's and a GPU's paths, other optim
     "library/fedavg-attack": lambda w: probe_attack("dlg", "none", w, local_steps=2),
     "library/fedavg-training": lambda w: probe_training("none", w, extra=("train.local_steps=2",)),
     "library/vectorized-training": lambda w: probe_training("noise-gaussian", w, extra=("train.vectorize=true",)),
+    "library/text-none": lambda w: probe_text("none", w),
+    "library/text-noise": lambda w: probe_text("noise-gaussian", w),
 }
 
 
