@@ -14,7 +14,9 @@ stand in for skipped jobs: the parent's `skipped.job<N>` tags) it logs on the pa
 - gallery.png: the final reconstructions of the same targets, one row per FINISHED child,
   named by its knobs and both verdicts;
 - verdicts.png: the swept knob against both verdicts with their intervals (and test
-  accuracy where trained).
+  accuracy where trained);
+- text sweeps (task=text): a token-accuracy column instead of MSE and label accuracy, and
+  recovered.md: each job's first sentences over their recoveries.
 Everything comes from the runs and their artifacts (metrics.json, snapshots.npz): no torch.
 """
 import csv
@@ -85,6 +87,8 @@ def review(client: MlflowClient, parent_id: str) -> list[dict]:
             gallery(out / "gallery.png", done, knobs)
         if any(r["exact_rate"] is not None for r in rows):
             knob_figure(out / "verdicts.png", children, knobs)
+        if any(r.get("token_acc") is not None for r in rows):
+            (out / "recovered.md").write_text(recovered_text(children, knobs))
         for path in sorted(out.iterdir()):
             client.log_artifact(parent_id, str(path))
     too_long = "The table is too long for a description: see children.md."
@@ -164,6 +168,7 @@ def table_row(child: Child) -> dict:
     metrics = run.data.metrics
     row["mse_median"] = attack.get("mse_median", metrics.get("mse_median"))
     row["label_acc"] = attack.get("label_acc", metrics.get("label_acc"))
+    row["token_acc"] = attack.get("token_acc", metrics.get("token_acc"))  # task=text
     row["test_acc"] = train.get("test_acc", metrics.get("train/test_acc"))
     row["utility_drop"] = train.get("utility_drop", metrics.get("utility_drop"))
     row["error"] = run.data.tags.get("error", "")
@@ -255,8 +260,13 @@ def markdown(rows: list[dict], knobs: list[str], parent) -> str:
             + "; with a Wilson 95% interval over the job's targets."
             " Artifacts: children.csv, gallery.png, verdicts.png.")
     trained = any(r["test_acc"] is not None for r in rows)
+    text = any(r.get("token_acc") is not None for r in rows)
+    if text:
+        head = head.replace("nearest test image (MSE)", "nearest test sentence (ROUGE-L)").replace(
+            "targets reconstructed with MSE below attack.success_mse", "sentences with every token right").replace(
+            "gallery.png", "recovered.md")
     columns = ["job", *(knobs or ["overrides"]), "status"] + (["re-identified [95% CI]"] if reid else []) \
-        + ["exact reconstruction [95% CI]", "median MSE", "label acc"] \
+        + ["exact reconstruction [95% CI]"] + (["token acc"] if text else ["median MSE", "label acc"]) \
         + (["test acc", "accuracy drop"] if trained else []) + ["run"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r, knob_values in zip(rows, parsed):
@@ -266,12 +276,29 @@ def markdown(rows: list[dict], knobs: list[str], parent) -> str:
         cells = ["-" if r["job"] is None else str(r["job"])]
         cells += [knob_values.get(k, "-") for k in knobs] if knobs else [f"`{r['overrides']}`"]
         cells += [status] + ([_rate_cell(r, "reid")] if reid else []) + [_rate_cell(r, "exact")]
-        cells += ["-" if r["mse_median"] is None else f"{r['mse_median']:.2e}", _pct(r["label_acc"])]
+        cells += [_pct(r.get("token_acc"))] if text else \
+            ["-" if r["mse_median"] is None else f"{r['mse_median']:.2e}", _pct(r["label_acc"])]
         cells += [_pct(r["test_acc"]), "-" if r["utility_drop"] is None else f"{100 * r['utility_drop']:+.1f} pt"] \
             if trained else []
         cells.append(r["run_id"][:8])
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return head + "\n\n" + "\n".join(lines) + "\n"
+
+
+def recovered_text(children: list[Child], knobs: list[str], sentences: int = 4) -> str:
+    """A text sweep's answer in words: each finished job's first sentences over their
+    recoveries (wrong tokens struck through)."""
+    lines = []
+    for child in children:
+        if child.metrics is None:
+            continue
+        lines += [f"## {' '.join(_label(child, knobs).splitlines())}", ""]
+        for t in child.metrics.targets[:sentences]:
+            words = t["recovered"].split(" ")
+            marked = " ".join(f"~~{w}~~" if i in t["wrong"] else w for i, w in enumerate(words))
+            lines += [f"- {t['truth']}", f"  {marked} ({t['token_acc']:.0%} of tokens)"]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _label(child: Child, knobs: list[str]) -> str:

@@ -16,7 +16,11 @@ gradient match of the discrete sentence (every parameter, the embedding matrix i
 each step evaluates every swap of two positions and every replacement of a position by a
 candidate, batched over moves and sentences, and takes each sentence's best move while it
 lowers its match (LAMP's discrete search without its pretrained language model).
-Matches: l2 (DLG), cosine (Inverting Gradients), tag (TAG: l2 + tag_l1 x l1).
+Matches: l2 (DLG), cosine (Inverting Gradients), tag (TAG: l2 + tag_l1 x l1). An adaptive
+attack (`adaptive`) applies the defense's AdaptiveForm to the dummy gradient in both phases;
+in the continuous one it sees every parameter but the embedding matrix, so a form that
+couples the parameters (DP-SGD's clipping by the whole gradient's norm) is exact only in
+the discrete phase.
 """
 import time
 from dataclasses import dataclass

@@ -50,6 +50,7 @@ class TextModelSchema:
 class TextAttackSchema:
     name: str = MISSING
     num_targets: int = MISSING
+    batch_size: int = MISSING
     restarts: int = MISSING
     steps: int = MISSING
     lr: float = MISSING
@@ -71,6 +72,7 @@ class TextAttackSchema:
             in_range(f"attack.{key}", getattr(self, key), low=1)
         for key in ("steps", "discrete_steps", "snapshots"):
             in_range(f"attack.{key}", getattr(self, key), low=0)
+        choice("attack.batch_size", self.batch_size, (1,))
         if self.steps == 0 and self.discrete_steps == 0:
             fail("attack.steps", 0, ">= 1 (or attack.discrete_steps >= 1): the attack needs a budget")
         choice("attack.line_search", self.line_search, ("none", "backtracking"))
@@ -103,5 +105,4 @@ def validate_text(cfg: DictConfig) -> None:
     if cfg.train.name != "none":
         raise ConfigError(f"train={cfg.train.name}: task=text attacks the victim at its initial weights;"
                           " allowed train=none")
-    one_sentence = DictConfig({"adaptive": cfg.attack.adaptive, "batch_size": 1})
-    check_adaptive(one_sentence, cfg.defense.name, defense.adaptive(knobs_of(cfg.defense)), defense.per_sample)
+    check_adaptive(cfg.attack, cfg.defense.name, defense.adaptive(knobs_of(cfg.defense)), defense.per_sample)
