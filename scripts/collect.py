@@ -1,4 +1,4 @@
-"""Collect every job's metrics.json under sweeps roots into results/{summary,targets,curves}.csv.
+"""Collect every job's metrics.json under sweeps roots into results/{summary,targets,curves,text}.csv.
 
     python scripts/collect.py [results/sweeps ...] --out results/
 
@@ -28,15 +28,16 @@ def main(argv=None) -> int:
     except RecordError as exc:  # a metrics.json of another version of this code
         print(f"collect: {exc}", file=sys.stderr)
         return 2
-    if tables["summary"].empty:
+    if tables["summary"].empty and tables["text"].empty:
         print(f"collect: {' '.join(map(str, args.roots))} holds no metrics.json; run the sweeps first",
               file=sys.stderr)
         return 1
     for path in write_tables(tables, args.out):
         print(f"collect: wrote {path}")
-    s = tables["summary"]
-    print(f"collect: {len(s)} jobs, {s['stage'].nunique()} stages, "
-          f"{len(tables['targets'])} targets, {len(tables['curves'])} curve points")
+    s, text = tables["summary"], tables["text"]
+    print(f"collect: {len(s)} jobs, {s['stage'].nunique() if len(s) else 0} stages, "
+          f"{len(tables['targets'])} targets, {len(tables['curves'])} curve points"
+          + (f"; {len(text)} sentences of text jobs" if len(text) else ""))
     return 0
 
 

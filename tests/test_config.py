@@ -8,6 +8,7 @@ from gradleak.checks import ConfigError
 from gradleak.jobs.config import validate
 from gradleak.jobs.preflight import preflight
 from gradleak.jobs.study import experiment_grid, load_study, stage_sweeps
+from gradleak.text.schema import validate_text
 from gradleak.victim.data import DatasetError, load_split
 from gradleak.victim.training import training_steps
 
@@ -18,7 +19,7 @@ MNIST_TRAIN_IMAGES = 60_000
 def composed(*overrides):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
-    validate(cfg)
+    validate_text(cfg) if cfg.get("task") == "text" else validate(cfg)
     return cfg
 
 
@@ -33,7 +34,8 @@ def test_defaults_attack_digits_undefended():
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "attack").glob("*.yaml")))
 @pytest.mark.fast
 def test_every_attacker_sets_every_schema_key(name):
-    a = composed(f"attack={name}", "defense=prune", "attack.adaptive=true").attack  # MISSING would fail
+    text = ["task=text"] if name.startswith("text") else []  # the text attackers' schema is task=text's
+    a = composed(*text, f"attack={name}", "defense=prune", "attack.adaptive=true").attack  # MISSING would fail
     assert a.name == {"adaptive": "dlg"}.get(name, name) and a.adaptive is True
 
 
@@ -92,6 +94,9 @@ def study_sweeps(profile: str):
     with initialize_config_dir(config_dir=str(CONF / "study"), version_base="1.3"):
         study = compose(config_name=profile)
     for stage, grids in study.stages.items():
+        if stage == "text":  # the bundled corpus: as the study runs it
+            yield from ((stage, ["-m", *sweep.overrides]) for sweep in stage_sweeps(study, stage))
+            continue
         size = study.survey if stage == "batch" else study
         sizes = [*size.attack, *([] if stage == "batch" else study.train), "dataset=digits",
                  "seed=" + ",".join(map(str, size.seeds))]
@@ -127,11 +132,12 @@ def test_every_study_job_is_valid_and_every_defense_meets_three_attackers():
         attackers.setdefault(stage, set()).update(*(o[len("attack="):].split(",") for o in argv
                                                     if o.startswith("attack=")))
     per_seed = {"undefended": 2, "noise": 4 * 2 + 4 * 3, "prune": 6 * 3, "precision": 3 * 3, "dpsgd": 3 * 3,
-                "rounds": 3 * 3}
+                "rounds": 3 * 3, "text": 1 + 4 + 4 * 2 + 3 + 3}
     assert jobs == {**{k: 3 * v for k, v in per_seed.items()}, "batch": 4}
     assert attackers == {"undefended": {"dlg", "ig"}, "noise": {"dlg", "ig", "adaptive"},
                          "prune": {"dlg", "ig", "adaptive"}, "precision": {"dlg", "ig", "adaptive"},
-                         "dpsgd": {"dlg", "ig", "adaptive"}, "batch": set(), "rounds": {"dlg", "adaptive"}}
+                         "dpsgd": {"dlg", "ig", "adaptive"}, "batch": set(), "rounds": {"dlg", "adaptive"},
+                         "text": set()}  # attack=text, the task's default (adaptive on pruning)
 
 
 @pytest.mark.fast
@@ -147,7 +153,9 @@ def test_exact_sweep_syntax_expands_to_three_jobs():
     (["defense=prune", "ratio=1.5"], "ratio=1.5: allowed range is 0 <= ratio < 1"),
     (["defense=precision", "precision=int3"], "precision=int3: allowed values are fp16, bf16, int8"),
     (["defense=noise", "noise=cauchy"], "noise=cauchy: allowed values are gaussian, laplacian"),
-    (["dataset=imagenet"], "dataset=imagenet: unknown option; allowed dataset=cifar10|cifar100|digits|"),
+    (["dataset=imagenet"], "dataset=imagenet: unknown option; allowed dataset=bible|cifar10|cifar100|digits|"),
+    (["dataset=bible"], "dataset=bible: a text dataset; add task=text"),
+    (["model=textlm"], "model=textlm: a text victim; add task=text"),
     (["defense=none", "scale=1e-3"],
      "scale=1e-3: 'scale' exists only with defense=noise, but defense=none is selected"),
     (["-m", "defense=noise,none", "scale=1e-3"], "'scale' exists only with defense=noise, but defense=none"),
@@ -214,7 +222,8 @@ def test_an_experiment_run_with_plain_hydra_is_its_study_sweep(name):
                    for job in expand_sweep(parse_overrides(list(sweep.overrides)))}
     assert plain == studied and len(plain) == {"batch": 4, "undefended": 6, "noise_gaussian": 24,
                                                "noise_laplacian": 36, "prune": 54, "precision": 27,
-                                               "dpsgd": 27}.get(name, 9)
+                                               "dpsgd": 27, "text_undefended": 3, "text_noise": 12,
+                                               "text_prune": 24}.get(name, 9)
 
 
 @pytest.mark.fast

@@ -53,6 +53,7 @@ ATTACKERS = {"dlg": ["attack=dlg", *LONG_RUN_PATHS], "ig": ["attack=ig"],
              "dlg adaptive": ["attack=adaptive", *LONG_RUN_PATHS]}
 # The study's training profile, cut to a few steps on the bundled digits.
 SHORT_TRAINING = ["train=smoke", "train.max_train_images=256", "train.max_test_images=120", "train.epochs=1"]
+TEXT_ATTACKERS = {"text": ["attack=text"], "text adaptive": ["attack=text", "attack.adaptive=true"]}
 ATTACK_STEPS = 2  # the attack probes' own steps (each up to max_iter evaluations)
 TARGETS = 2
 SNAPSHOT_STEPS = 9  # the snapshots probe: an attack shorter than attack.steps' default
@@ -73,6 +74,8 @@ def probes_of(cfg: DictConfig) -> set[str]:
     """The probes whose code a study job runs."""
     a, key = cfg.attack, defense_key(cfg.defense)
     who = attacker_name(a)
+    if cfg.get("task") == "text":
+        return {f"text/{who}/{key}", f"defense/{key}", "job/text", "stop_rules"}
     names = {f"data/{dataset_key(cfg.dataset)}", f"defense/{key}", "job/attack", f"model/{cfg.model.name}"}
     if a.round is not None:
         names |= {f"round/{who}/{key}", f"training/{key}", "job/round"}
@@ -362,7 +365,9 @@ def probe_job(overrides: list[str], work: Path, converges: bool = False) -> dict
                            if t.get(k) is not None}
         again = run_training(job_cfg)  # the next attacker of this training: from the cache
         record["cached_again"] = [again["cached"], again["cached_baseline"], again["test_loss"] == t["test_loss"]]
-    if converges:  # it converges hard: its verdicts hold on every machine
+    if metrics["config"].get("task") == "text":  # undefended text converges hard: exact everywhere
+        record.update({k: [t[k] for t in metrics["targets"]] for k in ("recovered", "success", "reid_rank")})
+    elif converges:  # it converges hard: its verdicts hold on every machine
         record.update({"predicted": [t["predicted"] for t in metrics["targets"]],
                        "exact": [t["success"] for t in metrics["targets"]],
                        "reid_rank": [t["reid_rank"] for t in metrics["targets"]]})
@@ -402,17 +407,17 @@ def probe_resnet(work: Path) -> dict:
     return {"gradient": summaries(shared_gradients(model.eval(), images[:, None], labels[:, None]))}
 
 
-def probe_text(key: str, work: Path) -> dict:
-    """task=text (no stage runs it yet): the drawn sentences, then ATTACK_STEPS continuous
-    steps and 3 rounds of discrete moves of the text attack on two of them through the
-    defense, in float64: the loss median per step, the bag's size and the final matches."""
+def probe_text(attacker: str, key: str, work: Path) -> dict:
+    """task=text: the drawn sentences, then ATTACK_STEPS continuous steps and 3 rounds of
+    discrete moves of the text attacker on two of them through the defense, in float64: the
+    loss median per step, the bag's size and the final matches."""
     from gradleak.jobs.text_job import draw_sentences
     from gradleak.text.attack import run_text_attack
     from gradleak.text.corpus import load_text
     from gradleak.text.victim import build_text_model
     from gradleak.victim.defenses import defense_from_config
 
-    cfg = job_config(["task=text", *DEFENSE_SETTINGS[key], f"attack.num_targets={TARGETS}",
+    cfg = job_config(["task=text", *TEXT_ATTACKERS[attacker], *DEFENSE_SETTINGS[key], f"attack.num_targets={TARGETS}",
                       f"attack.steps={ATTACK_STEPS}", "attack.discrete_steps=3"], work)
     split = load_text(cfg.dataset)
     rows = draw_sentences(len(split), cfg)
@@ -435,8 +440,6 @@ LIBRARY = {  # name -> probe: the paper profile's and a GPU's paths, other optim
     "library/fedavg-attack": lambda w: probe_attack("dlg", "none", w, local_steps=2),
     "library/fedavg-training": lambda w: probe_training("none", w, extra=("train.local_steps=2",)),
     "library/vectorized-training": lambda w: probe_training("noise-gaussian", w, extra=("train.vectorize=true",)),
-    "library/text-none": lambda w: probe_text("none", w),
-    "library/text-noise": lambda w: probe_text("noise-gaussian", w),
 }
 
 
@@ -449,6 +452,7 @@ JOBS = {  # whole jobs, as the study's kinds of jobs run them (sized down)
     "job/train": [*DEFENSE_SETTINGS["dpsgd"], *SHORT_TRAINING, "attack.num_targets=1", "attack.steps=2"],
     "job/round": [*DEFENSE_SETTINGS["noise-gaussian"], *SHORT_TRAINING, f"attack.round={TRAIN_STEPS}",
                   "attack.num_targets=1", "attack.steps=2"],
+    "job/text": ["task=text", "attack.num_targets=2"],  # undefended: exact on every machine
 }
 
 
@@ -472,6 +476,8 @@ def run_probe(name: str, work: Path) -> dict:
     if kind == "job":
         return probe_job(JOBS[name], work, converges=name == CONVERGES)
     attacker, key, *batch = rest.split("/")
+    if kind == "text":
+        return probe_text(attacker, key, work)
     if kind == "attack":
         return probe_attack(attacker, key, work, batch=2 if batch else 1)
     if kind == "round":
@@ -489,7 +495,9 @@ def check_names(names) -> None:
                  or (kind == "data" and rest in ("digits", "torchvision", "npz", "imagefolder"))
                  or (kind in ("defense", "training") and rest in DEFENSE_SETTINGS)
                  or (kind in ("attack", "round") and len(parts) in (2, 3) and parts[0] in ATTACKERS
-                     and parts[1] in DEFENSE_SETTINGS and parts[2:] in ([], ["batch"])))
+                     and parts[1] in DEFENSE_SETTINGS and parts[2:] in ([], ["batch"]))
+                 or (kind == "text" and len(parts) == 2 and parts[0] in TEXT_ATTACKERS
+                     and parts[1] in DEFENSE_SETTINGS))
         if not known:
             unknown.append(name)
     if unknown:

@@ -13,6 +13,7 @@ from omegaconf import MISSING, DictConfig
 
 from gradleak.checks import ConfigError, check_schema, choice, in_range
 from gradleak.engine.schema import AttackSchema, check_adaptive
+from gradleak.text.schema import TEXT_DATASETS, TEXT_MODELS
 from gradleak.victim.defenses import DEFENSES, knobs_of
 from gradleak.victim.defenses import KNOBS as DEFENSE_KNOBS
 from gradleak.victim.train_schema import check_train_config
@@ -56,6 +57,9 @@ def validate(cfg: DictConfig) -> None:
     in one place: the attack's in engine/schema.py, the training's in victim/train_schema.py).
     Raises ConfigError (one line) on the first problem; preflight runs it for every job."""
     check_schema(TopSchema, {"seed": cfg.seed, "threads": cfg.threads, "resume": cfg.resume}, "")
+    for group, kind, names in (("dataset", "text dataset", TEXT_DATASETS), ("model", "text victim", TEXT_MODELS)):
+        if cfg[group].name in names:
+            raise ConfigError(f"{group}={cfg[group].name}: a {kind}; add task=text")
     defense = DEFENSES[cfg.defense.name]
     check_schema(defense.schema, cfg.defense, "defense.", KNOBS)
     check_schema(AttackSchema, cfg.attack, "attack.", KNOBS)

@@ -21,7 +21,8 @@ EXPERIMENT_DIR = project_root() / "conf" / "experiment"
 PROFILE_KEYS = ("dataset", "seed", "attack.num_targets", "attack.steps", "attack.round", "train", "train.keep_rounds")
 SURVEYS = ("datasets", "batch")  # sized by the profile's survey, attack only
 ROUNDS = "rounds"  # attacks rounds of the profile's training (the profile's `rounds`)
-STAGES = ("datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds")  # dvc.yaml's
+TEXT = "text"  # task=text, sized by the profile's `text`, attack only
+STAGES = ("datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds", "text")  # dvc.yaml's
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ def stage_sweeps(study: DictConfig, stage: str, root: Path | None = None) -> lis
         return _dataset_sweeps(study, root)
     if stage not in study.stages:
         raise KeyError(f"stage={stage}: allowed datasets, {', '.join(study.stages)}")
+    if stage == TEXT:
+        return [Sweep(name.removeprefix(f"{TEXT}_"), (*experiment_grid(name), *study.text.attack, _seeds(study.text)))
+                for name in study.stages[stage]]
     survey = stage in SURVEYS
     size = study.survey if survey else study
     # Every trained job keeps the rounds stage's rounds, so that stage replays no training.

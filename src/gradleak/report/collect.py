@@ -8,7 +8,9 @@ Each job writes `metrics.json` into its Hydra output folder
   attacker and how its defense setting is named: family, strength, labels and ranks) with
   paths to its snapshots and reconstruction grid;
 - targets.csv: one row per attacked target of each job;
-- curves.csv: one row per optimizer step of each job (long format).
+- curves.csv: one row per optimizer step of each job (long format);
+- text.csv: one row per attacked sentence of each text job (task=text), which the image
+  tables leave out: its setting, attacker, verdicts, true and recovered text.
 
 Paths in the tables are relative to the folder the tables are written to, so figures
 can be built from the CSVs alone.
@@ -110,10 +112,13 @@ def curve_rows(m: JobRecord, ident: dict) -> pd.DataFrame:
 def collect(root: Path, out: Path) -> dict[str, pd.DataFrame]:
     """Read every job under `root`; paths in the tables are made relative to `out`."""
     root, out = Path(root), Path(out)
-    summary, targets, curves = [], [], []
+    summary, targets, curves, text = [], [], [], []
     for job_dir in find_jobs(root):
         m = JobRecord.read(job_dir / METRICS_FILE)
         ident = _identity(m, *stage_and_job(job_dir, root))
+        if m.config.get("task") == "text":
+            text += sentence_rows(m, ident)
+            continue
         summary.append(summary_row(m, ident, job_dir, out))
         targets += target_rows(m, ident)
         curves.append(curve_rows(m, ident))
@@ -121,7 +126,15 @@ def collect(root: Path, out: Path) -> dict[str, pd.DataFrame]:
     if len(curves_df):
         curves_df = curves_df[["stage", "job"] + [c for c in CURVE_COLUMNS if c in curves_df]]
     return {"summary": pd.DataFrame(summary), "targets": pd.DataFrame(targets),
-            "curves": curves_df}
+            "curves": curves_df, "text": pd.DataFrame(text)}
+
+
+def sentence_rows(m: JobRecord, ident: dict) -> list[dict]:
+    """A text job's sentences, with its setting and what the job's attack and data were."""
+    keep = ("attack.name", "attack.match", "attack.bag_of_words", "attack.steps", "attack.discrete_steps",
+            "dataset.name", "model.name")
+    return [{**ident, **{k: m.config.get(k) for k in keep}, "wall_s": m.attack.get("wall_s"),
+             **{k: v for k, v in t.items() if k != "index"}, "row": t["index"][0]} for t in m.targets]
 
 
 def collect_roots(roots: list[Path], out: Path) -> dict[str, pd.DataFrame]:
@@ -145,7 +158,7 @@ def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
 def read_tables(results: Path) -> dict[str, pd.DataFrame]:
     """The CSVs written by `write_tables`; a missing or empty one reads as an empty frame."""
     tables = {}
-    for name in ("summary", "targets", "curves"):
+    for name in ("summary", "targets", "curves", "text"):
         path = Path(results) / f"{name}.csv"
         ok = path.exists() and path.stat().st_size > 1
         tables[name] = pd.read_csv(path, keep_default_na=True) if ok else pd.DataFrame()

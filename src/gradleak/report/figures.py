@@ -17,6 +17,7 @@ from gradleak.report.claims import markdown_claims
 from gradleak.report.collect import read_tables
 from gradleak.report.paper import APART_STAGES, defense_table, markdown_table
 from gradleak.report.statistics import curve_over_seeds
+from gradleak.report.text import write_text
 
 plt.switch_backend("agg")  # files only, also where a display is set
 ITERATIONS = "iterations (gradient-match evaluations)"
@@ -250,7 +251,7 @@ def make_all(results: Path, out: Path, datasets_stage="datasets", defense_stage=
             plt.close(fig)
             written.append(out / name)
     return (written + write_defense_table(table, out) + write_rounds(summary, targets, out)
-            + write_dp_bound(table, targets, out))
+            + write_dp_bound(table, targets, out) + write_text(t["text"], out))
 
 
 def write_rounds(summary: pd.DataFrame, targets: pd.DataFrame, out: Path) -> list[Path]:

@@ -1,0 +1,143 @@
+"""The text study (task=text): its table, leak-rate figure and gallery, from results/text.csv.
+
+One row of the table is a defense setting and an attacker, pooled over seeds (each seed
+draws its own 16 sentences): exact sentences and re-identified sentences with Wilson 95%
+intervals over the sentences, token accuracy with a t interval over the sentences, mean
+ROUGE-1/2/L F1. Each setting's `strongest` row takes each verdict from its best attacker, as
+the image table does (report/paper.py). The gallery is the paper's text figure: one true
+sentence and what each setting's strongest attacker recovered of it, wrong tokens struck.
+"""
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from gradleak.intervals import wilson
+from gradleak.report.statistics import t_interval
+
+SETTING = ["family", "family_title", "family_rank", "strength", "strength_label", "strength_rank", "setting"]
+VERDICTS = {"success": "exact", "reidentified": "reid"}
+
+
+def text_table(text: pd.DataFrame) -> pd.DataFrame:
+    """Per setting and attacker (and `strongest`): n, rates with Wilson intervals, token
+    accuracy with its t interval, ROUGE means; sorted by family and strength."""
+    rows = []
+    for key, g in text.groupby([*SETTING, "attacker"], dropna=False, sort=False):
+        row = dict(zip([*SETTING, "attacker"], key)) | {"n": len(g), "seeds": g["seed"].nunique()}
+        for col, name in VERDICTS.items():
+            k = int(g[col].astype(float).round().sum())
+            lo, hi = wilson(k, len(g))
+            row |= {f"{name}": k, f"{name}_rate": k / len(g), f"{name}_lo": lo, f"{name}_hi": hi}
+        row["token_acc"], row["token_acc_lo"], row["token_acc_hi"] = t_interval(g["token_acc"])
+        for r in ("rouge1_f", "rouge2_f", "rougeL_f"):
+            row[r] = float(g[r].mean())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    strongest = []
+    for _, g in table.groupby(SETTING, dropna=False, sort=False):
+        best = g.loc[g["reid_rate"].idxmax()].to_dict() | {"attacker": "strongest"}
+        for name in ("exact", "token_acc"):
+            top = g.loc[g[f"{name}_rate" if name == "exact" else name].idxmax()]
+            best |= {c: top[c] for c in table.columns if c.startswith(name)}
+        strongest.append(best)
+    table = pd.concat([table, pd.DataFrame(strongest)], ignore_index=True)
+    return table.sort_values(["family_rank", "strength_rank", "attacker"]).reset_index(drop=True)
+
+
+def _rate(r, name: str) -> str:
+    return f"{int(r[name])}/{int(r['n'])} = {r[f'{name}_rate']:.0%} [{r[f'{name}_lo']:.0%}, {r[f'{name}_hi']:.0%}]"
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    lines = ["| defense | strength | attacker | re-identified [95% CI] | exact sentence [95% CI] |"
+             " token accuracy [95% CI] | ROUGE-1 / 2 / L |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        acc = f"{r['token_acc']:.1%} [{r['token_acc_lo']:.1%}, {r['token_acc_hi']:.1%}]"
+        rouge = f"{r['rouge1_f']:.2f} / {r['rouge2_f']:.2f} / {r['rougeL_f']:.2f}"
+        who = f"**{r['attacker']}**" if r["attacker"] == "strongest" else r["attacker"]
+        lines.append(f"| {r['family_title']} | {r['strength_label']} | {who} | {_rate(r, 'reid')} |"
+                     f" {_rate(r, 'exact')} | {acc} | {rouge} |")
+    n = int(table["n"].max()) if len(table) else 0
+    return ("Text study: sentences of the bundled corpus (8-16 tokens, drawn by each seed), DLG's language"
+            f" victim at its initial weights; up to n = {n} sentences per row (seeds pooled). Rates: Wilson 95%;"
+            " token accuracy: t 95% over sentences; re-identified: the true sentence ranks first among itself"
+            " and 999 test sentences by ROUGE-L.\n\n" + "\n".join(lines) + "\n")
+
+
+def leakage_figure(table: pd.DataFrame):
+    """Per defense family, both verdicts of the strongest attacker against the setting's strength."""
+    best = table[table["attacker"] == "strongest"]
+    undefended = best[best["family"] == "none"]
+    families = [f for f in best.sort_values("family_rank")["family"].unique() if f != "none"]
+    if not families:
+        return None
+    fig, axes = plt.subplots(1, len(families), figsize=(3.4 * len(families), 3.2), squeeze=False, sharey=True)
+    colors = sns.color_palette("colorblind", 2)
+    for ax, family in zip(axes[0], families):
+        rows = pd.concat([undefended, best[best["family"] == family]]).sort_values("strength_rank")
+        x = range(len(rows))
+        for (name, label), color, marker in zip((("reid", "re-identified"), ("exact", "exact sentence")),
+                                                colors, "os"):
+            y = rows[f"{name}_rate"]
+            ax.errorbar(x, y, yerr=[y - rows[f"{name}_lo"], rows[f"{name}_hi"] - y], color=color, marker=marker,
+                        capsize=3, label=label)
+        ax.set_xticks(list(x), rows["strength_label"], rotation=30, ha="right", fontsize=8)
+        ax.set_title(rows[rows["family"] == family]["family_title"].iloc[0], fontsize=10)
+        ax.set_ylim(-0.05, 1.05)
+    axes[0, 0].set_ylabel("rate (strongest attacker, 95% CI)")
+    axes[0, 0].legend(fontsize=8, loc="lower left")
+    fig.suptitle("Text: leakage against each defense's strength", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def gallery_markdown(text: pd.DataFrame, table: pd.DataFrame, sentences: int = 2) -> str:
+    """The first sentences of seed 0, and each setting's recovery by its strongest attacker
+    (re-identification's best), wrong tokens struck through."""
+    best = table[table["attacker"] == "strongest"]
+    first = text[text["seed"] == text["seed"].min()]
+    lines = ["Text gallery: the true sentence, then what each defense setting's strongest attacker"
+             " recovered (~~wrong tokens~~ struck).", ""]
+    for target in sorted(first["target"].unique())[:sentences]:
+        truth = first[first["target"] == target]["truth"].iloc[0]
+        lines += [f"**true**: {truth}", "", "| defense | strength | attacker | recovered |", "|---|---|---|---|"]
+        for _, r in best.iterrows():
+            rows = first[(first["target"] == target) & (first["setting"] == r["setting"])]
+            if rows.empty:
+                continue
+            pick = rows.sort_values(["token_acc"], ascending=False).iloc[0]
+            wrong = set(eval_list(pick["wrong"]))
+            words = str(pick["recovered"]).split(" ")
+            marked = " ".join(f"~~{w}~~" if i in wrong else w for i, w in enumerate(words))
+            lines.append(f"| {r['family_title']} | {r['strength_label']} | {pick['attacker']} |"
+                         f" {marked.replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def eval_list(value) -> list[int]:
+    """A list column read back from CSV ("[1, 4]")."""
+    if isinstance(value, list):
+        return value
+    text = str(value).strip("[] ")
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def write_text(text: pd.DataFrame, out: Path) -> list[Path]:
+    """table_text.md/.csv, fig_text_leakage.png and text_gallery.md, when there are text jobs."""
+    if text.empty:
+        return []
+    table = text_table(text)
+    paths = [out / "table_text.md", out / "table_text.csv", out / "text_gallery.md"]
+    paths[0].write_text(markdown_table(table))
+    table.to_csv(paths[1], index=False)
+    paths[2].write_text(gallery_markdown(text, table))
+    fig = leakage_figure(table)
+    if fig is not None:
+        fig.savefig(out / "fig_text_leakage.png", dpi=150, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(out / "fig_text_leakage.png")
+    return paths
