@@ -32,9 +32,10 @@ CURVE_COLUMNS = ["step", "evals", "loss_median", "mse_median", "success_rate"]
 SETTING_COLUMNS = ["family", "family_title", "family_rank", "strength", "strength_label",
                    "strength_rank", "variance"]
 # Besides the overrides of where and how a job ran (job_keys.RUN_KEYS): the seed, which the
-# setting pools, and the attacker's choice (attack=ig), which the `attacker` column names, so
-# that one defense setting has one `setting` whichever attacker attacked it.
-POOLED = ("seed", "attack")
+# setting pools, and the attacker's choice (attack=ig, attack.adaptive=true), which the
+# `attacker` column names, so that one defense setting has one `setting` whichever attacker
+# attacked it.
+POOLED = ("seed", "attack", "attack.adaptive")
 
 
 def find_jobs(root: Path) -> list[Path]:

@@ -1,4 +1,5 @@
-"""The text study (task=text): its table, leak-rate figure and gallery, from results/text.csv.
+"""The text study (task=text): its table, leak-rate figure, gallery and the paper's claims
+judged on text, from results/text.csv.
 
 One row of the table is a defense setting and an attacker, pooled over seeds (each seed
 draws its own 16 sentences): exact sentences and re-identified sentences with Wilson 95%
@@ -14,40 +15,55 @@ import pandas as pd
 import seaborn as sns
 
 from gradleak.intervals import wilson
+from gradleak.report.claims import markdown_claims
+from gradleak.report.paper import strongest_rows
 from gradleak.report.statistics import t_interval
 
-SETTING = ["family", "family_title", "family_rank", "strength", "strength_label", "strength_rank", "setting"]
-VERDICTS = {"success": "exact", "reidentified": "reid"}
+SETTING = ["stage", "setting", "family", "family_title", "family_rank", "strength", "strength_label",
+           "strength_rank", "variance"]
+# the image table's names (report/paper.py), in percent, so report/claims.py judges text alike
+RATES = {"reid_rate": "reidentified", "success_rate": "success"}
 
 
 def text_table(text: pd.DataFrame) -> pd.DataFrame:
-    """Per setting and attacker (and `strongest`): n, rates with Wilson intervals, token
-    accuracy with its t interval, ROUGE means; sorted by family and strength."""
+    """Per setting and attacker, then each setting's `strongest` row (each verdict from its
+    best attacker, named in <rate>_attacker): n, rates in % with Wilson intervals, token
+    accuracy in % with its t interval, ROUGE means; sorted by family and strength."""
     rows = []
     for key, g in text.groupby([*SETTING, "attacker"], dropna=False, sort=False):
-        row = dict(zip([*SETTING, "attacker"], key)) | {"n": len(g), "seeds": g["seed"].nunique()}
-        for col, name in VERDICTS.items():
+        seeds = g["seed"].nunique()
+        row = dict(zip([*SETTING, "attacker"], key)) | {"n": len(g), "n_seeds": seeds, "n_targets": len(g) // seeds}
+        for rate, col in RATES.items():
             k = int(g[col].astype(float).round().sum())
             lo, hi = wilson(k, len(g))
-            row |= {f"{name}": k, f"{name}_rate": k / len(g), f"{name}_lo": lo, f"{name}_hi": hi}
-        row["token_acc"], row["token_acc_lo"], row["token_acc_hi"] = t_interval(g["token_acc"])
+            row |= {rate.removesuffix("_rate"): k, rate: 100 * k / len(g), f"{rate}_lo": 100 * lo,
+                    f"{rate}_hi": 100 * hi}
+        acc = t_interval(100 * g["token_acc"])
+        row["token_acc"], row["token_acc_lo"], row["token_acc_hi"] = acc
         for r in ("rouge1_f", "rouge2_f", "rougeL_f"):
             row[r] = float(g[r].mean())
         rows.append(row)
     table = pd.DataFrame(rows)
     strongest = []
     for _, g in table.groupby(SETTING, dropna=False, sort=False):
-        best = g.loc[g["reid_rate"].idxmax()].to_dict() | {"attacker": "strongest"}
-        for name in ("exact", "token_acc"):
-            top = g.loc[g[f"{name}_rate" if name == "exact" else name].idxmax()]
-            best |= {c: top[c] for c in table.columns if c.startswith(name)}
+        if g["attacker"].nunique() < 2:
+            continue  # its one attacker is its strongest (report.paper.strongest_rows)
+        best = g.iloc[0].to_dict() | {"attacker": "strongest"}
+        for metric in (*RATES, "token_acc"):
+            top = g.sort_values(metric, ascending=False, kind="stable").iloc[0]
+            best |= {c: top[c] for c in (metric, f"{metric}_lo", f"{metric}_hi")}
+            best |= {metric.removesuffix("_rate"): top.get(metric.removesuffix("_rate")), f"{metric}_attacker":
+                     top["attacker"]}
         strongest.append(best)
     table = pd.concat([table, pd.DataFrame(strongest)], ignore_index=True)
-    return table.sort_values(["family_rank", "strength_rank", "attacker"]).reset_index(drop=True)
+    table["_last"] = table["attacker"].eq("strongest")
+    return (table.sort_values(["family_rank", "strength_rank", "_last", "attacker"]).drop(columns="_last")
+            .reset_index(drop=True))
 
 
-def _rate(r, name: str) -> str:
-    return f"{int(r[name])}/{int(r['n'])} = {r[f'{name}_rate']:.0%} [{r[f'{name}_lo']:.0%}, {r[f'{name}_hi']:.0%}]"
+def _rate(r, rate: str) -> str:
+    k = int(r[rate.removesuffix("_rate")])
+    return f"{k}/{int(r['n'])} = {r[rate]:.0f}% [{r[f'{rate}_lo']:.0f}, {r[f'{rate}_hi']:.0f}]"
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -55,21 +71,25 @@ def markdown_table(table: pd.DataFrame) -> str:
              " token accuracy [95% CI] | ROUGE-1 / 2 / L |",
              "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        acc = f"{r['token_acc']:.1%} [{r['token_acc_lo']:.1%}, {r['token_acc_hi']:.1%}]"
+        lo, hi = r["token_acc_lo"], r["token_acc_hi"]
+        acc = f"{r['token_acc']:.1f}%" + ("" if pd.isna(lo) else f" [{lo:.1f}, {hi:.1f}]")
         rouge = f"{r['rouge1_f']:.2f} / {r['rouge2_f']:.2f} / {r['rougeL_f']:.2f}"
-        who = f"**{r['attacker']}**" if r["attacker"] == "strongest" else r["attacker"]
-        lines.append(f"| {r['family_title']} | {r['strength_label']} | {who} | {_rate(r, 'reid')} |"
-                     f" {_rate(r, 'exact')} | {acc} | {rouge} |")
+        who = r["attacker"]
+        if who == "strongest":
+            who = f"**strongest** ({r['reid_rate_attacker']})"
+        lines.append(f"| {r['family_title']} | {r['strength_label']} | {who} | {_rate(r, 'reid_rate')} |"
+                     f" {_rate(r, 'success_rate')} | {acc} | {rouge} |")
     n = int(table["n"].max()) if len(table) else 0
     return ("Text study: sentences of the bundled corpus (8-16 tokens, drawn by each seed), DLG's language"
-            f" victim at its initial weights; up to n = {n} sentences per row (seeds pooled). Rates: Wilson 95%;"
+            f" victim at its initial weights; n = {n} sentences per row (seeds pooled). Rates: Wilson 95%;"
             " token accuracy: t 95% over sentences; re-identified: the true sentence ranks first among itself"
-            " and 999 test sentences by ROUGE-L.\n\n" + "\n".join(lines) + "\n")
+            " and 999 test sentences by ROUGE-L. The strongest row takes each verdict from its best attacker"
+            " (re-identification's named).\n\n" + "\n".join(lines) + "\n")
 
 
 def leakage_figure(table: pd.DataFrame):
-    """Per defense family, both verdicts of the strongest attacker against the setting's strength."""
-    best = table[table["attacker"] == "strongest"]
+    """Per defense family, both verdicts of each setting's strongest attacker against its strength."""
+    best = strongest_rows(table)
     undefended = best[best["family"] == "none"]
     families = [f for f in best.sort_values("family_rank")["family"].unique() if f != "none"]
     if not families:
@@ -77,17 +97,17 @@ def leakage_figure(table: pd.DataFrame):
     fig, axes = plt.subplots(1, len(families), figsize=(3.4 * len(families), 3.2), squeeze=False, sharey=True)
     colors = sns.color_palette("colorblind", 2)
     for ax, family in zip(axes[0], families):
-        rows = pd.concat([undefended, best[best["family"] == family]]).sort_values("strength_rank")
+        rows = pd.concat([undefended, best[best["family"] == family]]).sort_values(["family_rank", "strength_rank"])
         x = range(len(rows))
-        for (name, label), color, marker in zip((("reid", "re-identified"), ("exact", "exact sentence")),
+        for (rate, label), color, marker in zip((("reid_rate", "re-identified"), ("success_rate", "exact sentence")),
                                                 colors, "os"):
-            y = rows[f"{name}_rate"]
-            ax.errorbar(x, y, yerr=[y - rows[f"{name}_lo"], rows[f"{name}_hi"] - y], color=color, marker=marker,
+            y = rows[rate]
+            ax.errorbar(x, y, yerr=[y - rows[f"{rate}_lo"], rows[f"{rate}_hi"] - y], color=color, marker=marker,
                         capsize=3, label=label)
         ax.set_xticks(list(x), rows["strength_label"], rotation=30, ha="right", fontsize=8)
         ax.set_title(rows[rows["family"] == family]["family_title"].iloc[0], fontsize=10)
-        ax.set_ylim(-0.05, 1.05)
-    axes[0, 0].set_ylabel("rate (strongest attacker, 95% CI)")
+        ax.set_ylim(-5, 105)
+    axes[0, 0].set_ylabel("% of sentences (strongest attacker, 95% CI)")
     axes[0, 0].legend(fontsize=8, loc="lower left")
     fig.suptitle("Text: leakage against each defense's strength", fontsize=11)
     fig.tight_layout()
@@ -97,7 +117,7 @@ def leakage_figure(table: pd.DataFrame):
 def gallery_markdown(text: pd.DataFrame, table: pd.DataFrame, sentences: int = 2) -> str:
     """The first sentences of seed 0, and each setting's recovery by its strongest attacker
     (re-identification's best), wrong tokens struck through."""
-    best = table[table["attacker"] == "strongest"]
+    best = strongest_rows(table)
     first = text[text["seed"] == text["seed"].min()]
     lines = ["Text gallery: the true sentence, then what each defense setting's strongest attacker"
              " recovered (~~wrong tokens~~ struck).", ""]
@@ -131,10 +151,12 @@ def write_text(text: pd.DataFrame, out: Path) -> list[Path]:
     if text.empty:
         return []
     table = text_table(text)
-    paths = [out / "table_text.md", out / "table_text.csv", out / "text_gallery.md"]
+    paths = [out / "table_text.md", out / "table_text.csv", out / "text_gallery.md", out / "table_text_claims.md"]
     paths[0].write_text(markdown_table(table))
     table.to_csv(paths[1], index=False)
     paths[2].write_text(gallery_markdown(text, table))
+    paths[3].write_text("The paper's claims about defenses (made on images), judged on text by the image study's"
+                        " rule (report/claims.py).\n\n" + markdown_claims(table))
     fig = leakage_figure(table)
     if fig is not None:
         fig.savefig(out / "fig_text_leakage.png", dpi=150, bbox_inches="tight")
