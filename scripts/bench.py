@@ -15,11 +15,18 @@
    reference's images first; the two alternate step by step while both run. Wall seconds
    per target for each, success rates (MSE < 1e-3) on the reference's images for both and
    on all of ours, and `time_per_target_speedup: <reference s per target / ours>`.
+3. `--attack text`: DLG on text (task=text's victim, its bag-of-words candidates, the
+   continuous phase): a one-sentence reference loop per sentence (torch.optim.LBFGS on the
+   dummy embeddings and soft labels, autograd with create_graph, lr 1, history 100,
+   max_iter 20) vs our batched L-BFGS on all `-k` sentences (conf/attack/text.yaml's
+   objective, stop rules off), the same steps, alternating step by step. Evaluations per
+   second for each and `speedup`.
 Prints one `name: value` line per figure.
 
     python scripts/bench.py --quick                 # 2 CPU cores, under 5 minutes
     python scripts/bench.py --quick --attack ig     # the same for Inverting Gradients
     python scripts/bench.py --device cuda -k 4096   # a GPU
+    python scripts/bench.py --attack text --quick   # DLG on text
 """
 import argparse
 import os
@@ -53,7 +60,7 @@ def parse_args():
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("-k", "--problems", type=int, default=None, help="our batch of attacks (default 64 cpu, 4096 cuda)")
     p.add_argument("--reference-images", type=int, default=8, help="images the reference loop attacks")
-    p.add_argument("--attack", default="dlg", choices=["dlg", "ig"])
+    p.add_argument("--attack", default="dlg", choices=["dlg", "ig", "text"])
     p.add_argument("--steps", type=int, default=None,
                    help="L-BFGS steps (default 300, --quick 40); ig: Adam updates (default 4800, --quick 400)")
     p.add_argument("--dataset", default="mnist")
@@ -232,10 +239,94 @@ def time_to_verdict(args, device, n_ref: int, k: int) -> dict:
             "ref_evals": sum(r.evals for r in refs), "our_restarts": cfg.restarts}
 
 
+def text_bench(args, device) -> list[tuple[str, object]]:
+    """Section 3 of the docstring: the reference loop and ours on the same sentences, inits
+    and step budget."""
+    from gradleak.text.attack import TextAttack
+    from gradleak.text.corpus import load_text
+    from gradleak.text.victim import build_text_model
+    from gradleak.victim.defenses import defense_from_config
+
+    k = args.problems or 16
+    steps = args.steps or (5 if args.quick else 20)
+    n_ref = min(args.reference_images, k)
+    cfg = OmegaConf.load(os.path.join(ROOT, "conf", "attack", "text.yaml"))
+    cfg.num_targets, cfg.steps, cfg.stop.enabled = k, steps, False
+    split = load_text(OmegaConf.load(os.path.join(ROOT, "conf", "dataset", "bible.yaml")))
+    rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(args.seed))[:k]
+    lengths = split.lengths[rows]
+    torch.manual_seed(args.seed)
+    model = build_text_model(OmegaConf.load(os.path.join(ROOT, "conf", "model", "textlm.yaml")), split.vocab_size)
+    ours = TextAttack(cfg, model, split.ids[rows, : int(lengths.max())], lengths, defense_from_config({"name": "none"}),
+                      args.seed, device)
+    refs = [_TextReference(ours, s) for s in range(n_ref)]
+    ref_s = our_s = 0.0
+    for _ in range(steps):
+        start = time.perf_counter()
+        for ref in refs:
+            ref.step()
+        sync(device)
+        ref_s += time.perf_counter() - start
+        start = time.perf_counter()
+        if ours.optimizer.state.running.any():
+            ours.optimizer.step()
+        sync(device)
+        our_s += time.perf_counter() - start
+    ref_evals, our_evals = sum(r.evals for r in refs), int(ours.optimizer.state.evals.sum())
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    return [("device", name), ("attack", "text (DLG's continuous phase, bag-of-words candidates)"),
+            ("model", f"textlm, {sum(p.numel() for p in model.parameters())} parameters"), ("steps", steps),
+            ("reference_sentences", n_ref), ("reference_evals", ref_evals), ("reference_seconds", f"{ref_s:.2f}"),
+            ("reference_evals_per_s", f"{ref_evals / ref_s:.1f}"),
+            ("ours_problems", k), ("ours_evals", our_evals), ("ours_seconds", f"{our_s:.2f}"),
+            ("ours_evals_per_s", f"{our_evals / our_s:.1f}"),
+            ("speedup", f"{(our_evals / our_s) / (ref_evals / ref_s):.2f}")]
+
+
+class _TextReference:
+    """One sentence's continuous phase as a plain loop: torch.optim.LBFGS on the problem's
+    initial dummy embeddings and soft labels, the same candidates and match as ours."""
+
+    def __init__(self, attack, s: int):
+        from gradleak.text.victim import EMBEDDING
+
+        self.attack, self.s = attack, s
+        embedded, logits = attack._split(attack.optimizer.state.x[s:s + 1].clone())
+        self.embedded = embedded[0].clone().requires_grad_(True)
+        self.logits = logits[0].clone().requires_grad_(True)
+        self.kept = [n for n in attack.names if n != EMBEDDING]
+        self.params = [dict(attack.model.named_parameters())[n] for n in self.kept]
+        self.targets = [attack.targets[attack.names.index(n)][s] for n in self.kept]
+        self.opt = torch.optim.LBFGS([self.embedded, self.logits], lr=1, history_size=100, max_iter=20)
+        self.evals = 0
+
+    def closure(self):
+        a, s = self.attack, self.s
+        self.opt.zero_grad()
+        for p in self.params:
+            p.requires_grad_(True)
+        logp = F.log_softmax(a.model(self.embedded, a.valid[s]), dim=-1)
+        soft = torch.softmax(torch.where(a.cand_mask[s], self.logits, -torch.inf), dim=-1)
+        per_position = -(soft * logp.gather(-1, a.cand[s].expand(len(logp), -1))).sum(-1)
+        loss = (per_position * a.valid[s]).sum() / a.valid[s].sum()
+        grads = torch.autograd.grad(loss, self.params, create_graph=True)
+        match = sum(((g - t) ** 2).sum() for g, t in zip(grads, self.targets))
+        match.backward(inputs=[self.embedded, self.logits])
+        self.evals += 1
+        return match
+
+    def step(self):
+        self.opt.step(self.closure)
+
+
 def main():
     args = parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    if args.attack == "text":
+        for key, value in text_bench(args, device):
+            print(f"{key}: {value}", flush=True)
+        return
     k = args.problems or (4096 if device.type == "cuda" else 64)
     ig = args.attack == "ig"
     steps = args.steps or ((400 if args.quick else 4800) if ig else (40 if args.quick else 300))

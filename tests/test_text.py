@@ -178,3 +178,20 @@ def test_bad_text_input_is_one_line_and_exit_2(run_py, args, message):
     res = run_py("task=text", *args)
     assert res.returncode == 2, res.stderr[-1000:]
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.fast
+def test_the_bench_reference_loop_matches_our_objective():
+    """scripts/bench.py --attack text: its one-sentence loop evaluates the objective ours does."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "scripts"))
+    from bench import _TextReference
+
+    model = small_model()
+    ids, lengths = sentences()
+    attack = TextAttack(attack_cfg(), model, ids, lengths, defense_from_config({"name": "none"}), 0,
+                        torch.device("cpu"))
+    ours, _ = attack.optimizer.f(attack.optimizer.state.x, torch.arange(3))
+    for s in range(3):
+        assert float(_TextReference(attack, s).closure()) == pytest.approx(float(ours[s]), rel=1e-9)

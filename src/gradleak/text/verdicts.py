@@ -10,19 +10,27 @@
 Rates over sentences carry Wilson intervals (gradleak.intervals), token accuracy a t interval
 over sentences.
 """
+from functools import cache
+
 import numpy as np
 import torch
-from rouge_score import rouge_scorer
 from scipy import stats
 
 from gradleak.intervals import wilson
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
-_SCORER = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=False)
+
+
+@cache
+def _scorer():
+    """rouge-score's scorer, made once (it logs through absl: made after the job quiets it)."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=False)
 
 
 def rouge_f(recovered: str, truth: str) -> dict[str, float]:
-    scores = _SCORER.score(truth, recovered)
+    scores = _scorer().score(truth, recovered)
     return {k: scores[k].fmeasure for k in ROUGE_KEYS}
 
 
@@ -39,8 +47,9 @@ def reid_ranks(recovered: list[str], truth_rows: list[int], split_texts: list[st
     ranks = []
     for text, row in zip(recovered, truth_rows):
         others = [int(i) for i in pool if int(i) != row][:m]
-        own = _SCORER.score(split_texts[row], text)["rougeL"].fmeasure
-        closer = sum(_SCORER.score(split_texts[i], text)["rougeL"].fmeasure > own + 1e-12 for i in others)
+        scorer = _scorer()
+        own = scorer.score(split_texts[row], text)["rougeL"].fmeasure
+        closer = sum(scorer.score(split_texts[i], text)["rougeL"].fmeasure > own + 1e-12 for i in others)
         ranks.append(1 + closer)
     return ranks
 
