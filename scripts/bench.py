@@ -126,14 +126,9 @@ def compile_objective(objective, x0, device) -> float:
     return time.perf_counter() - start
 
 
-def run_interleaved(model, images, targets, layout, x0, n_ref, steps, device, compile):
-    """Both attacks step by step, alternating, each timed on its own: on a shared, noisy
-    machine the load then falls on both alike and the ratio stays fair."""
-    refs = [ReferenceDLG(model, [t[k] for t in targets], layout.images(x0[k:k + 1])[0],
-                         layout.labels(x0[k:k + 1])[0]) for k in range(n_ref)]
-    objective = ProblemObjective(model, layout, targets, None, compile=compile)
-    one_time_s = compile_objective(objective, x0, device) if compile else 0.0
-    ours = BatchedLBFGS(objective, x0)
+def alternate(refs, ours, steps: int, device) -> tuple[float, float]:
+    """`steps` steps of every reference loop and of our batched optimizer, alternating, each
+    timed on its own; returns (reference seconds, our seconds)."""
     ref_s = our_s = 0.0
     for _ in range(steps):
         start = time.perf_counter()
@@ -146,6 +141,18 @@ def run_interleaved(model, images, targets, layout, x0, n_ref, steps, device, co
             ours.step()
         sync(device)
         our_s += time.perf_counter() - start
+    return ref_s, our_s
+
+
+def run_interleaved(model, images, targets, layout, x0, n_ref, steps, device, compile):
+    """Both attacks step by step, alternating, each timed on its own: on a shared, noisy
+    machine the load then falls on both alike and the ratio stays fair."""
+    refs = [ReferenceDLG(model, [t[k] for t in targets], layout.images(x0[k:k + 1])[0],
+                         layout.labels(x0[k:k + 1])[0]) for k in range(n_ref)]
+    objective = ProblemObjective(model, layout, targets, None, compile=compile)
+    one_time_s = compile_objective(objective, x0, device) if compile else 0.0
+    ours = BatchedLBFGS(objective, x0)
+    ref_s, our_s = alternate(refs, ours, steps, device)
     ref_ok = torch.stack([success(r.images.detach(), images[k])[0] for k, r in enumerate(refs)])
     our_ok = success(layout.images(ours.state.x).flatten(0, 1), images.flatten(0, 1))
     return (sum(r.evals for r in refs), ref_s, float(ref_ok.float().mean()),
@@ -260,18 +267,7 @@ def text_bench(args, device) -> list[tuple[str, object]]:
     ours = TextAttack(cfg, model, split.ids[rows, : int(lengths.max())], lengths, defense_from_config({"name": "none"}),
                       args.seed, device)
     refs = [_TextReference(ours, s) for s in range(n_ref)]
-    ref_s = our_s = 0.0
-    for _ in range(steps):
-        start = time.perf_counter()
-        for ref in refs:
-            ref.step()
-        sync(device)
-        ref_s += time.perf_counter() - start
-        start = time.perf_counter()
-        if ours.optimizer.state.running.any():
-            ours.optimizer.step()
-        sync(device)
-        our_s += time.perf_counter() - start
+    ref_s, our_s = alternate(refs, ours.optimizer, steps, device)
     ref_evals, our_evals = sum(r.evals for r in refs), int(ours.optimizer.state.evals.sum())
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     return [("device", name), ("attack", "text (DLG's continuous phase, bag-of-words candidates)"),

@@ -314,6 +314,15 @@ def run_attack(cfg, model: nn.Module, images, labels, defense, seed: int,
     device = pick_device(accelerator)
     start = time.perf_counter()
     attack = Attack(cfg, model, images, labels, defense, seed, device, **target)
+    module = drive(attack, cfg, device, progress_bar)
+    targets = attack.results()
+    return AttackOutcome(targets, module.progress, attack.truth.cpu(), attack.final_reconstructions,
+                         time.perf_counter() - start, device.type, count_reasons(attack.stop_reasons()))
+
+
+def drive(attack: Attack, cfg, device: torch.device, progress_bar: bool) -> AttackModule:
+    """Run the attack's loop under Lightning (its progress bar); returns the module, holding
+    the progress and the snapshots."""
     module = AttackModule(attack, attack.loop_steps, cfg.snapshots)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*(num_workers|does not have many workers|no optimizer"
@@ -327,9 +336,7 @@ def run_attack(cfg, model: nn.Module, images, labels, defense, seed: int,
         else:
             module.on_train_start()
     module.keep_snapshots()
-    targets = attack.results()
-    return AttackOutcome(targets, module.progress, attack.truth.cpu(), attack.final_reconstructions,
-                         time.perf_counter() - start, device.type, count_reasons(attack.stop_reasons()))
+    return module
 
 
 def pick_device(accelerator: str) -> torch.device:

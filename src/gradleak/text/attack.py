@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-from gradleak.engine.attack import Attack, AttackModule, adaptive_form, pick_device
+from gradleak.engine.attack import Attack, adaptive_form, drive, pick_device
 from gradleak.engine.objective import gradient_distance
 from gradleak.engine.optimizers import BatchedLBFGS
 from gradleak.engine.stopping import StopRules, count_reasons
@@ -308,28 +308,12 @@ class TextOutcome:
 
 def run_text_attack(cfg, model: MaskedLM, ids, lengths, defense, seed: int, accelerator: str = "auto",
                     progress_bar: bool = True) -> TextOutcome:
-    import warnings
-
-    import pytorch_lightning as pl
-
-    from gradleak.engine.attack import attack_progress_bar
-
+    """Attack the defended updates of sentences ids [T, L] (lengths [T]): the continuous
+    phase in the engine's loop, then the discrete search."""
     device = pick_device(accelerator)
     start = time.perf_counter()
     attack = TextAttack(cfg, model, ids, lengths, defense, seed, device)
-    module = AttackModule(attack, attack.loop_steps, cfg.snapshots)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*(num_workers|does not have many workers|no optimizer"
-                                          "|GPU available but not used|LitLogger).*")
-        trainer = pl.Trainer(max_epochs=1, accelerator=device.type, devices=1, logger=False,
-                             enable_checkpointing=False, enable_model_summary=False,
-                             enable_progress_bar=progress_bar, num_sanity_val_steps=0,
-                             callbacks=[attack_progress_bar()] if progress_bar else [])
-        if cfg.steps > 0:
-            trainer.fit(module)
-        else:
-            module.on_train_start()
-    module.keep_snapshots()
+    module = drive(attack, cfg, device, progress_bar)
     best = attack.best_problems()
     readings = attack.continuous_tokens(best)
     recovered, match, moves = attack.discrete_search(readings)
