@@ -367,7 +367,7 @@ def fails_with(argv: list[str], capsys) -> str:
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["dataset=imagenet"], "dataset=imagenet: unknown option; allowed dataset=cifar10|cifar100|digits|"),
+    (["dataset=imagenet"], "dataset=imagenet: unknown option; allowed dataset=bible|cifar10|cifar100|digits|"),
     (["-m", "seed=0,1", "hydra/launcher=joblb"],
      "hydra/launcher=joblb: unknown option; allowed hydra/launcher=basic|joblib|submitit_local|submitit_slurm"),
     (["defense=none", "scale=1e-3"], "'scale' exists only with defense=noise, but defense=none is selected"),

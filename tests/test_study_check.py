@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = {"datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds"}
+ALL_STAGES = {"datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds", "text"}
 TRAINED = {"undefended", "noise", "prune", "precision", "dpsgd", "rounds"}  # train=smoke jobs
 
 
@@ -78,7 +78,7 @@ def test_edits_that_move_no_number_pass_with_no_rerun(checkout):
 
 @pytest.mark.parametrize("edit,stages", [
     (("src/gradleak/victim/defenses/precision.py", "torch.round(flat / safe)", "torch.trunc(flat / safe)"),
-     {"precision"}),
+     {"precision", "text"}),  # the text stage attacks int8 updates too
     (("conf/train/smoke.yaml", "lr: 1.0e-2 ", "lr: 2.0e-2 "), TRAINED),
 ], ids=["int8-rounding", "smoke-lr"])
 def test_edits_that_can_move_a_number_fail_and_name_the_stages(checkout, edit, stages):
