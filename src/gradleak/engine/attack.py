@@ -166,10 +166,15 @@ class Attack:
         self.inferred_labels = None if self.layout.with_labels else idlg_labels(self.model, self.targets)
         self.target_of = torch.arange(t, device=device).repeat_interleave(self.restarts)
         self.optimizer = self._optimizer(seed)
-        self.stop_rules = None
-        if cfg.stop.enabled:
-            self.stop_rules = StopRules(cfg.stop, self.restarts, len(self.target_of), cfg.steps, device)
-            self.stop_rules.hold_restarts(self.optimizer.state)
+        self.stop_rules = self._stop_rules()
+
+    def _stop_rules(self) -> StopRules | None:
+        """The stop rules of cfg.stop over the problems (None when disabled); later restarts wait."""
+        if not self.cfg.stop.enabled:
+            return None
+        rules = StopRules(self.cfg.stop, self.restarts, len(self.target_of), self.cfg.steps, self.device)
+        rules.hold_restarts(self.optimizer.state)
+        return rules
 
     @property
     def loop_steps(self) -> int:

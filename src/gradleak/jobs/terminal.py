@@ -1,6 +1,7 @@
 """The readable end of a run: a short table of the key numbers and where everything is."""
 from gradleak.job_record import JobRecord
 from gradleak.jobs.tracking import run_url, ui_command
+from gradleak.report.text import marked
 
 MAX_ROWS = 16
 
@@ -93,10 +94,8 @@ def format_text_summary(record: JobRecord, out_dir) -> str:
         f" | {a['wall_s']:.1f} s on {record.device}",
     ]
     for t in record.targets[:MAX_ROWS]:
-        words = t["recovered"].split(" ")
-        marked = " ".join(f"[{w}]" if i in t["wrong"] else w for i, w in enumerate(words))
         lines += [f"{t['target']:>3} true:      {t['truth']}",
-                  f"{'':>3} recovered: {marked}",
+                  f"{'':>3} recovered: {marked(t['recovered'], t['wrong'], '[', ']')}",
                   f"{'':>3}            tokens {t['token_acc']:.0%} | ROUGE-L {t['rougeL_f']:.2f}"
                   f" | {'exact' if t['success'] else 'not exact'} | re-id rank {t['reid_rank']}/{t['distractors'] + 1}"]
     if len(record.targets) > MAX_ROWS:

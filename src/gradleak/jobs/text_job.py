@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradleak.engine.reidentification import draw_distractors
 from gradleak.job_record import JobRecord
+from gradleak.report.text import marked
 from gradleak.text.corpus import TextSplit, load_text
 from gradleak.text.verdicts import reid_ranks, rouge_f, summarize, token_accuracy
 from gradleak.victim.defenses import defense_from_config
@@ -104,9 +105,8 @@ def recovered_markdown(record: JobRecord) -> str:
     lines = [f"# {' '.join(record.overrides) or 'task=text'}: recovered sentences", "",
              "| # | sentence | tokens right | exact | re-identified |", "|---|---|---|---|---|"]
     for t in record.targets:
-        words = t["recovered"].split(" ")
-        marked = " ".join(f"~~{w}~~" if i in t["wrong"] else w for i, w in enumerate(words))
         mark = lambda s: s.replace("|", "\\|")  # noqa: E731
-        lines.append(f"| {t['target']} | {mark(t['truth'])}<br>{mark(marked)} | {t['token_acc']:.0%} |"
+        lines.append(f"| {t['target']} | {mark(t['truth'])}<br>{mark(marked(t['recovered'], t['wrong']))} |"
+                     f" {t['token_acc']:.0%} |"
                      f" {'yes' if t['success'] else 'no'} | rank {t['reid_rank']} of {t['distractors'] + 1} |")
     return "\n".join(lines) + "\n"

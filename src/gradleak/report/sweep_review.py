@@ -35,6 +35,7 @@ from mlflow.tracking import MlflowClient
 from gradleak.intervals import wilson
 from gradleak.job_record import JobRecord
 from gradleak.jobs import tracking
+from gradleak.report.text import marked
 
 plt.switch_backend("agg")
 NOTE_TAG = "mlflow.note.content"  # the run's description on its overview page (markdown)
@@ -294,9 +295,7 @@ def recovered_text(children: list[Child], knobs: list[str], sentences: int = 4) 
             continue
         lines += [f"## {' '.join(_label(child, knobs).splitlines())}", ""]
         for t in child.metrics.targets[:sentences]:
-            words = t["recovered"].split(" ")
-            marked = " ".join(f"~~{w}~~" if i in t["wrong"] else w for i, w in enumerate(words))
-            lines += [f"- {t['truth']}", f"  {marked} ({t['token_acc']:.0%} of tokens)"]
+            lines += [f"- {t['truth']}", f"  {marked(t['recovered'], t['wrong'])} ({t['token_acc']:.0%} of tokens)"]
         lines.append("")
     return "\n".join(lines)
 

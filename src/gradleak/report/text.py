@@ -129,13 +129,17 @@ def gallery_markdown(text: pd.DataFrame, table: pd.DataFrame, sentences: int = 2
             if rows.empty:
                 continue
             pick = rows.sort_values(["token_acc"], ascending=False).iloc[0]
-            wrong = set(eval_list(pick["wrong"]))
-            words = str(pick["recovered"]).split(" ")
-            marked = " ".join(f"~~{w}~~" if i in wrong else w for i, w in enumerate(words))
+            text = marked(str(pick["recovered"]), eval_list(pick["wrong"]))
             lines.append(f"| {r['family_title']} | {r['strength_label']} | {pick['attacker']} |"
-                         f" {marked.replace('|', '/')} |")
+                         f" {text.replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def marked(recovered: str, wrong, left: str = "~~", right: str = "~~") -> str:
+    """The recovered text with its wrong tokens (positions `wrong`) between left and right."""
+    wrong = set(wrong)
+    return " ".join(f"{left}{w}{right}" if i in wrong else w for i, w in enumerate(recovered.split(" ")))
 
 
 def eval_list(value) -> list[int]:

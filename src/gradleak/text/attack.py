@@ -33,7 +33,7 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 from gradleak.engine.attack import Attack, adaptive_form, drive, pick_device
 from gradleak.engine.objective import gradient_distance
 from gradleak.engine.optimizers import BatchedLBFGS
-from gradleak.engine.stopping import StopRules, count_reasons
+from gradleak.engine.stopping import count_reasons
 from gradleak.text.victim import EMBEDDING, OUTPUT_BIAS, MaskedLM, lm_loss, sentence_gradients, valid_positions
 
 
@@ -110,10 +110,7 @@ class TextAttack(Attack):
         self.target_of = torch.arange(len(ids), device=device).repeat_interleave(self.restarts)
         self.dim = self.model.tokens.embedding_dim
         self.optimizer = self._optimizer(seed)
-        self.stop_rules = None
-        if cfg.stop.enabled:
-            self.stop_rules = StopRules(cfg.stop, self.restarts, len(self.target_of), cfg.steps, device)
-            self.stop_rules.hold_restarts(self.optimizer.state)
+        self.stop_rules = self._stop_rules()
 
     def _defended_targets(self, defense, seed: int) -> list[torch.Tensor]:
         clean = sentence_gradients(self.model, self.truth, self.lengths)
