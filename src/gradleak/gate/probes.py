@@ -53,7 +53,11 @@ ATTACKERS = {"dlg": ["attack=dlg", *LONG_RUN_PATHS], "ig": ["attack=ig"],
              "dlg adaptive": ["attack=adaptive", *LONG_RUN_PATHS]}
 # The study's training profile, cut to a few steps on the bundled digits.
 SHORT_TRAINING = ["train=smoke", "train.max_train_images=256", "train.max_test_images=120", "train.epochs=1"]
-TEXT_ATTACKERS = {"text": ["attack=text"], "text adaptive": ["attack=text", "attack.adaptive=true"]}
+TEXT_ATTACKERS = {"text": ["attack=text"], "text adaptive": ["attack=text", "attack.adaptive=true"],
+                  "text_cosine": ["attack=text_cosine"], "text_tag": ["attack=text_tag"]}
+# The text stage's training profile, cut to a few steps (3 global batches of 64 sentences).
+SHORT_TEXT_TRAINING = ["train=text_smoke", "train.max_train_sentences=192", "train.max_test_sentences=40",
+                       "train.epochs=1"]
 ATTACK_STEPS = 2  # the attack probes' own steps (each up to max_iter evaluations)
 TARGETS = 2
 SNAPSHOT_STEPS = 9  # the snapshots probe: an attack shorter than attack.steps' default
@@ -75,7 +79,8 @@ def probes_of(cfg: DictConfig) -> set[str]:
     a, key = cfg.attack, defense_key(cfg.defense)
     who = attacker_name(a)
     if cfg.get("task") == "text":
-        return {f"text/{who}/{key}", f"defense/{key}", "job/text", "stop_rules"}
+        names = {f"text/{who}/{key}", f"defense/{key}", "job/text", "stop_rules"}
+        return names | ({f"text-training/{key}", "job/text-train"} if cfg.train.name != "none" else set())
     names = {f"data/{dataset_key(cfg.dataset)}", f"defense/{key}", "job/attack", f"model/{cfg.model.name}"}
     if a.round is not None:
         names |= {f"round/{who}/{key}", f"training/{key}", "job/round"}
@@ -347,7 +352,6 @@ def probe_job(overrides: list[str], work: Path, converges: bool = False) -> dict
     import json
 
     from gradleak.jobs.job import run
-    from gradleak.victim.training import run_training
 
     out = work / "job"
     cfg = job_config(overrides, work, with_hydra=True)
@@ -359,19 +363,45 @@ def probe_job(overrides: list[str], work: Path, converges: bool = False) -> dict
     run(job_cfg)
     metrics = json.loads((out / "metrics.json").read_text())
     record = {"index": [t["index"] for t in metrics["targets"]], "split": metrics["attack"]["split"]}
+    text = metrics["config"].get("task") == "text"
     if metrics["train"]:
         t = metrics["train"]
         record["train"] = {k: t[k] for k in ("test_loss", "train_loss", "steps", "epsilon")
                            if t.get(k) is not None}
-        again = run_training(job_cfg)  # the next attacker of this training: from the cache
+        again = _train_again(job_cfg, text)  # the next attacker of this training: from the cache
         record["cached_again"] = [again["cached"], again["cached_baseline"], again["test_loss"] == t["test_loss"]]
-    if metrics["config"].get("task") == "text":  # undefended text converges hard: exact everywhere
+    elif text:  # undefended text converges hard: exact everywhere
         record.update({k: [t[k] for t in metrics["targets"]] for k in ("recovered", "success", "reid_rank")})
     elif converges:  # it converges hard: its verdicts hold on every machine
         record.update({"predicted": [t["predicted"] for t in metrics["targets"]],
                        "exact": [t["success"] for t in metrics["targets"]],
                        "reid_rank": [t["reid_rank"] for t in metrics["targets"]]})
     return record
+
+
+def _train_again(job_cfg, text: bool) -> dict:
+    if text:
+        from gradleak.text.corpus import load_text_parts
+        from gradleak.text.training import run_text_training
+
+        return run_text_training(job_cfg, load_text_parts(job_cfg.dataset))
+    from gradleak.victim.training import run_training
+
+    return run_training(job_cfg)
+
+
+def probe_text_training(key: str, work: Path) -> dict:
+    """The text stage's training profile under the defense, a few steps in float64: each
+    epoch's losses (training and held-out) and masked-token accuracy."""
+    from gradleak.text.corpus import load_text_parts
+    from gradleak.text.training import run_text_training
+
+    cfg = job_config(["task=text", *DEFENSE_SETTINGS[key], *SHORT_TEXT_TRAINING], work)
+    parts = load_text_parts(cfg.dataset)
+    with float64():
+        result = run_text_training(cfg, parts)
+    return {k: result["curve"][k] for k in ("train_loss", "test_loss", "test_acc")} | {
+        "steps": result["steps"], "epsilon": result.get("epsilon")}
 
 
 # --- code no stage of the study runs (docs/fingerprint/library.json) ---------------------------
@@ -453,6 +483,8 @@ JOBS = {  # whole jobs, as the study's kinds of jobs run them (sized down)
     "job/round": [*DEFENSE_SETTINGS["noise-gaussian"], *SHORT_TRAINING, f"attack.round={TRAIN_STEPS}",
                   "attack.num_targets=1", "attack.steps=2"],
     "job/text": ["task=text", "attack.num_targets=2"],  # undefended: exact on every machine
+    "job/text-train": ["task=text", *DEFENSE_SETTINGS["dpsgd"], *SHORT_TEXT_TRAINING, "attack.num_targets=1",
+                       "attack.steps=2", "attack.discrete_steps=2"],
 }
 
 
@@ -473,6 +505,8 @@ def run_probe(name: str, work: Path) -> dict:
         return probe_defense(rest, work)
     if kind == "training":
         return probe_training(rest, work)
+    if kind == "text-training":
+        return probe_text_training(rest, work)
     if kind == "job":
         return probe_job(JOBS[name], work, converges=name == CONVERGES)
     attacker, key, *batch = rest.split("/")
@@ -493,7 +527,7 @@ def check_names(names) -> None:
         parts = rest.split("/")
         known = (name in ("stop_rules", "snapshots", "model/lenet") or name in JOBS or name in LIBRARY
                  or (kind == "data" and rest in ("digits", "torchvision", "npz", "imagefolder"))
-                 or (kind in ("defense", "training") and rest in DEFENSE_SETTINGS)
+                 or (kind in ("defense", "training", "text-training") and rest in DEFENSE_SETTINGS)
                  or (kind in ("attack", "round") and len(parts) in (2, 3) and parts[0] in ATTACKERS
                      and parts[1] in DEFENSE_SETTINGS and parts[2:] in ([], ["batch"]))
                  or (kind == "text" and len(parts) == 2 and parts[0] in TEXT_ATTACKERS

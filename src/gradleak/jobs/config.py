@@ -13,7 +13,7 @@ from omegaconf import MISSING, DictConfig
 
 from gradleak.checks import ConfigError, check_schema, choice, in_range
 from gradleak.engine.schema import AttackSchema, check_adaptive
-from gradleak.text.schema import TEXT_DATASETS, TEXT_MODELS
+from gradleak.text.schema import TEXT_DATASETS, TEXT_MODELS, is_text_profile
 from gradleak.victim.defenses import DEFENSES, knobs_of
 from gradleak.victim.defenses import KNOBS as DEFENSE_KNOBS
 from gradleak.victim.train_schema import check_train_config
@@ -65,6 +65,8 @@ def validate(cfg: DictConfig) -> None:
     check_schema(AttackSchema, cfg.attack, "attack.", KNOBS)
     check_schema(DatasetSchema, cfg.dataset, "dataset.", KNOBS)
     if cfg.train.name != "none":
+        if is_text_profile(cfg.train):
+            raise ConfigError(f"train={cfg.train.name}: a text training profile; add task=text")
         check_train_config(cfg)
     if cfg.attack.round is not None and cfg.train.name == "none":
         raise ConfigError(f"attack.round={cfg.attack.round}: attacks a training run's round; "

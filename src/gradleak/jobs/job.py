@@ -32,7 +32,6 @@ from gradleak.victim.data import load_split
 from gradleak.victim.defenses import defense_from_config, setting_of
 from gradleak.victim.models import build_model
 
-PRIVACY_METRICS = ("epsilon", "delta", "sample_rate", "steps", "noise_multiplier")
 # The logged image series (truth over reconstruction, per snapshot step). Its "attack/" prefix
 # gives it a section of its own, and the UI sorts sections by name: it is the run's first chart.
 RECONSTRUCTION_KEY = "attack/reconstruction"
@@ -203,10 +202,7 @@ def train_and_report(cfg, test, record: JobRecord, out_dir: Path, mlrun) -> None
     from gradleak.victim.training import run_training
 
     result = run_training(cfg, logger=mlrun.lightning_logger(), test=test)  # per-epoch train/* curves
-    mlrun.log_metrics({"utility_drop": result["utility_drop"], "train/wall_s": result["wall_s"],
-                       "train/baseline_test_acc": result["baseline_test_acc"]})
-    if "epsilon" in result:  # DP-SGD's guarantee (train.accountant is a param); None without noise
-        mlrun.log_metrics({f"train/{k}": result[k] for k in PRIVACY_METRICS})
+    tracking.log_training(mlrun, result)
     record.train = result
     record.write(out_dir / "metrics.json")
 

@@ -21,7 +21,7 @@ EXPERIMENT_DIR = project_root() / "conf" / "experiment"
 PROFILE_KEYS = ("dataset", "seed", "attack.num_targets", "attack.steps", "attack.round", "train", "train.keep_rounds")
 SURVEYS = ("datasets", "batch")  # sized by the profile's survey, attack only
 ROUNDS = "rounds"  # attacks rounds of the profile's training (the profile's `rounds`)
-TEXT = "text"  # task=text, sized by the profile's `text`, attack only
+TEXT = "text"  # task=text, sized and trained by the profile's `text`
 STAGES = ("datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds", "text")  # dvc.yaml's
 
 
@@ -49,7 +49,8 @@ def stage_sweeps(study: DictConfig, stage: str, root: Path | None = None) -> lis
     if stage not in study.stages:
         raise KeyError(f"stage={stage}: allowed datasets, {', '.join(study.stages)}")
     if stage == TEXT:
-        return [Sweep(name.removeprefix(f"{TEXT}_"), (*experiment_grid(name), *study.text.attack, _seeds(study.text)))
+        return [Sweep(name.removeprefix(f"{TEXT}_"), (*experiment_grid(name), *study.text.attack, *study.text.train,
+                                                                _seeds(study.text)))
                 for name in study.stages[stage]]
     survey = stage in SURVEYS
     size = study.survey if survey else study

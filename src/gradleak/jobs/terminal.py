@@ -37,16 +37,7 @@ def format_summary(record: JobRecord, out_dir, grid_path) -> str:
     if stopped:
         lines.append("problems ended: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stopped.items())
                      + f" (of {sum(stopped.values())}: targets x restarts)")
-    if record.train:
-        tr = record.train
-        lines.append(f"training ({cfg.get('train.name')}): test accuracy {tr['test_acc']:.2%}"
-                     f" (undefended {tr['baseline_test_acc']:.2%}, utility drop {tr['utility_drop']:+.2%})"
-                     f" in {tr['wall_s']:.0f} s")
-        if "epsilon" in tr:
-            eps = "none (no noise)" if tr["epsilon"] is None else f"{tr['epsilon']:.3g}"
-            lines.append(f"privacy ({tr['accountant']}): epsilon {eps} at delta {tr['delta']:g}"
-                         f" (noise multiplier {tr['noise_multiplier']:g}, sample rate {tr['sample_rate']:.2g},"
-                         f" {tr['steps']} steps)")
+    lines += training_lines(record, "test accuracy")
     ml = record.mlflow
     lines += [
         f"metrics: {out_dir}/metrics.json",
@@ -84,6 +75,22 @@ def _labels(labels: list[int]) -> str:
     return ",".join(map(str, labels)) if len(labels) <= 2 else f"{labels[0]},..."
 
 
+def training_lines(record: JobRecord, utility: str) -> list[str]:
+    """What the defended training cost (`utility`: what its test_acc measures), and DP-SGD's epsilon."""
+    tr = record.train
+    if not tr:
+        return []
+    lines = [f"training ({record.config.get('train.name')}): {utility} {tr['test_acc']:.2%}"
+             f" (undefended {tr['baseline_test_acc']:.2%}, utility drop {tr['utility_drop']:+.2%})"
+             f" in {tr['wall_s']:.0f} s"]
+    if "epsilon" in tr:
+        eps = "none (no noise)" if tr["epsilon"] is None else f"{tr['epsilon']:.3g}"
+        lines.append(f"privacy ({tr['accountant']}): epsilon {eps} at delta {tr['delta']:g}"
+                     f" (noise multiplier {tr['noise_multiplier']:g}, sample rate {tr['sample_rate']:.2g},"
+                     f" {tr['steps']} steps)")
+    return lines
+
+
 def format_text_summary(record: JobRecord, out_dir) -> str:
     """task=text: each sentence over its recovery (wrong tokens in [brackets]) and the verdicts."""
     a, cfg = record.attack, record.config
@@ -107,6 +114,7 @@ def format_text_summary(record: JobRecord, out_dir) -> str:
         _verdict("exact sentence (every token right)", a, "success_rate"),
         _verdict(f"re-identified (rank 1 of 1 + {record.targets[0]['distractors']} test sentences by ROUGE-L,"
                  f" chance {a['reid_chance']:.1%})", a, "reid_rate"),
+        *training_lines(record, "held-out masked-token accuracy"),
     ]
     ml = record.mlflow
     lines += [

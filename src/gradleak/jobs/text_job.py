@@ -9,8 +9,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradleak.engine.reidentification import draw_distractors
 from gradleak.job_record import JobRecord
+from gradleak.jobs.tracking import log_training
 from gradleak.report.text import marked
-from gradleak.text.corpus import TextSplit, load_text
+from gradleak.text.corpus import TextSplit, load_text_parts
 from gradleak.text.verdicts import reid_ranks, rouge_f, summarize, token_accuracy
 from gradleak.victim.defenses import defense_from_config
 
@@ -22,7 +23,8 @@ def run_text(cfg: DictConfig, who: dict, out_dir: Path, mlrun) -> JobRecord:
     from gradleak.text.attack import run_text_attack
     from gradleak.text.victim import build_text_model
 
-    split = load_text(cfg.dataset)
+    parts = load_text_parts(cfg.dataset)
+    split = parts[1]
     rows = draw_sentences(len(split), cfg)
     lengths = split.lengths[rows]
     ids = split.ids[rows, : int(lengths.max())]
@@ -59,6 +61,12 @@ def run_text(cfg: DictConfig, who: dict, out_dir: Path, mlrun) -> JobRecord:
         mlrun.log_artifact(out_dir / name)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     mlrun.log_artifact(out_dir / "config.yaml")
+    if cfg.train.name != "none":  # the attack's record is written: kept if training fails
+        from gradleak.text.training import run_text_training
+
+        record.train = run_text_training(cfg, parts, logger=mlrun.lightning_logger())
+        log_training(mlrun, record.train)
+        record.write(out_dir / "metrics.json")
     return record
 
 

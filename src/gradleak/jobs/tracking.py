@@ -267,6 +267,17 @@ class JobRun:
         return _SharedRunLogger(experiment_name=self.experiment, tracking_uri=self.uri, run_id=self.run_id)
 
 
+PRIVACY_METRICS = ("epsilon", "delta", "sample_rate", "steps", "noise_multiplier")
+
+
+def log_training(mlrun, result: dict) -> None:
+    """What a defended training cost (its per-epoch train/* curves went through Lightning)."""
+    mlrun.log_metrics({"utility_drop": result["utility_drop"], "train/wall_s": result["wall_s"],
+                       "train/baseline_test_acc": result["baseline_test_acc"]})
+    if "epsilon" in result:  # DP-SGD's guarantee (train.accountant is a param); None without noise
+        mlrun.log_metrics({f"train/{k}": result[k] for k in PRIVACY_METRICS})
+
+
 @contextmanager
 def job_run(cfg: DictConfig, run_name: str, tags: dict):
     """Create this job's run (a child of the sweep's parent, if any); end it FINISHED,

@@ -130,11 +130,16 @@ def collect(root: Path, out: Path) -> dict[str, pd.DataFrame]:
             "curves": curves_df, "text": pd.DataFrame(text)}
 
 
+# what a text job's defended training recorded (test_acc: held-out masked-token accuracy)
+TEXT_TRAINING = ("test_acc", "test_loss", "baseline_test_acc", "utility_drop", "epsilon")
+
+
 def sentence_rows(m: JobRecord, ident: dict) -> list[dict]:
     """A text job's sentences, with its setting and what the job's attack and data were."""
     keep = ("attack.name", "attack.match", "attack.bag_of_words", "attack.steps", "attack.discrete_steps",
             "dataset.name", "model.name")
-    return [{**ident, **{k: m.config.get(k) for k in keep}, "wall_s": m.attack.get("wall_s"),
+    trained = {k: (m.train or {}).get(k) for k in TEXT_TRAINING}
+    return [{**ident, **{k: m.config.get(k) for k in keep}, "wall_s": m.attack.get("wall_s"), **trained,
              **{k: v for k, v in t.items() if k != "index"}, "row": t["index"][0]} for t in m.targets]
 
 

@@ -42,7 +42,7 @@ def text_table(text: pd.DataFrame) -> pd.DataFrame:
         row["token_acc"], row["token_acc_lo"], row["token_acc_hi"] = acc
         for r in ("rouge1_f", "rouge2_f", "rougeL_f"):
             row[r] = float(g[r].mean())
-        rows.append(row)
+        rows.append(row | training_cost(g))
     table = pd.DataFrame(rows)
     strongest = []
     for _, g in table.groupby(SETTING, dropna=False, sort=False):
@@ -61,6 +61,27 @@ def text_table(text: pd.DataFrame) -> pd.DataFrame:
             .reset_index(drop=True))
 
 
+def training_cost(g: pd.DataFrame) -> dict:
+    """The setting's defended training over its seeds (one training per seed): held-out
+    masked-token accuracy in % (mean, t 95% over seeds), its drop from the undefended
+    training of the same seeds in points, DP-SGD's epsilon; {} when the jobs did not train."""
+    if "test_acc" not in g or g["test_acc"].isna().all():
+        return {}
+    per_seed = g.groupby("seed")[["test_acc", "utility_drop"]].first()
+    acc = t_interval(100 * per_seed["test_acc"])
+    eps = g["epsilon"].max() if "epsilon" in g else float("nan")
+    return {"test_acc": acc[0], "test_acc_lo": acc[1], "test_acc_hi": acc[2],
+            "utility_drop": 100 * per_seed["utility_drop"].mean(), "epsilon": eps}
+
+
+def _accuracy(r) -> str:
+    if pd.isna(r.get("test_acc", float("nan"))):
+        return "not trained"
+    ci = "" if pd.isna(r["test_acc_lo"]) else f" [{r['test_acc_lo']:.1f}, {r['test_acc_hi']:.1f}]"
+    eps = "" if pd.isna(r.get("epsilon", float("nan"))) else f", ε = {r['epsilon']:.3g}"
+    return f"{r['test_acc']:.1f}%{ci} ({-r['utility_drop']:+.1f} pp{eps})"
+
+
 def _rate(r, rate: str) -> str:
     k = int(r[rate.removesuffix("_rate")])
     return f"{k}/{int(r['n'])} = {r[rate]:.0f}% [{r[f'{rate}_lo']:.0f}, {r[f'{rate}_hi']:.0f}]"
@@ -68,8 +89,8 @@ def _rate(r, rate: str) -> str:
 
 def markdown_table(table: pd.DataFrame) -> str:
     lines = ["| defense | strength | attacker | re-identified [95% CI] | exact sentence [95% CI] |"
-             " token accuracy [95% CI] | ROUGE-1 / 2 / L |",
-             "|---|---|---|---|---|---|---|"]
+             " token accuracy [95% CI] | ROUGE-1 / 2 / L | trained: masked-token acc. [95% CI] (change) |",
+             "|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         lo, hi = r["token_acc_lo"], r["token_acc_hi"]
         acc = f"{r['token_acc']:.1f}%" + ("" if pd.isna(lo) else f" [{lo:.1f}, {hi:.1f}]")
@@ -78,17 +99,21 @@ def markdown_table(table: pd.DataFrame) -> str:
         if who == "strongest":
             who = f"**strongest** ({r['reid_rate_attacker']})"
         lines.append(f"| {r['family_title']} | {r['strength_label']} | {who} | {_rate(r, 'reid_rate')} |"
-                     f" {_rate(r, 'success_rate')} | {acc} | {rouge} |")
+                     f" {_rate(r, 'success_rate')} | {acc} | {rouge} | {_accuracy(r)} |")
     n = int(table["n"].max()) if len(table) else 0
     return ("Text study: sentences of the bundled corpus (8-16 tokens, drawn by each seed), DLG's language"
             f" victim at its initial weights; n = {n} sentences per row (seeds pooled). Rates: Wilson 95%;"
             " token accuracy: t 95% over sentences; re-identified: the true sentence ranks first among itself"
             " and 999 test sentences by ROUGE-L. The strongest row takes each verdict from its best attacker"
-            " (re-identification's named).\n\n" + "\n".join(lines) + "\n")
+            " (re-identification's named). Trained: the text victim trained under the defense (the study's"
+            " text training profile, docs/text.md), its masked-token accuracy on held-out sentences, mean and"
+            " t 95% over seeds, and its change from the undefended training of the same seeds (percentage"
+            " points); ε: DP-SGD's epsilon of that training.\n\n" + "\n".join(lines) + "\n")
 
 
 def leakage_figure(table: pd.DataFrame):
-    """Per defense family, both verdicts of each setting's strongest attacker against its strength."""
+    """Per defense family, both verdicts of each setting's strongest attacker against its
+    strength, and the held-out accuracy of the victim trained under it."""
     best = strongest_rows(table)
     undefended = best[best["family"] == "none"]
     families = [f for f in best.sort_values("family_rank")["family"].unique() if f != "none"]
@@ -104,6 +129,10 @@ def leakage_figure(table: pd.DataFrame):
             y = rows[rate]
             ax.errorbar(x, y, yerr=[y - rows[f"{rate}_lo"], rows[f"{rate}_hi"] - y], color=color, marker=marker,
                         capsize=3, label=label)
+        if "test_acc" in rows and rows["test_acc"].notna().any():  # what the defense costs the trained victim
+            ax.errorbar(x, rows["test_acc"], yerr=[rows["test_acc"] - rows["test_acc_lo"],
+                                                    rows["test_acc_hi"] - rows["test_acc"]],
+                        color="0.4", marker="^", linestyle="--", capsize=3, label="masked-token acc. (trained)")
         ax.set_xticks(list(x), rows["strength_label"], rotation=30, ha="right", fontsize=8)
         ax.set_title(rows[rows["family"] == family]["family_title"].iloc[0], fontsize=10)
         ax.set_ylim(-5, 105)

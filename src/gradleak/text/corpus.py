@@ -75,15 +75,31 @@ SOURCES = {"bible": lambda cfg: bible_sentences(), "textfile": lambda cfg: file_
 def load_text(cfg) -> TextSplit:
     """The attacked part of the dataset node's sentences, tokenized (cfg: name, vocab_size,
     min_tokens, max_tokens; textfile: path)."""
+    return load_text_parts(cfg)[1]
+
+
+def load_text_parts(cfg) -> tuple[TextSplit, TextSplit]:
+    """(the tokenizer's part, the attacked part) of the dataset node's sentences, each cut to
+    min_tokens..max_tokens and tokenized by the one tokenizer trained on the first part.
+    Defended training (text/training.py) trains on the first part and is scored on the second."""
     sentences = [s.lower() for s in SOURCES[cfg.name](cfg)]
     order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
     cut = int(TOKENIZER_FRACTION * len(sentences)) if len(sentences) > 1 else 0
     tokenizer = train_tokenizer([sentences[i] for i in order[:cut]] or sentences, cfg.vocab_size)
-    encoded = [tokenizer.encode(sentences[i]).ids for i in order[cut:]]
+    attacked = _tokenized([sentences[i] for i in order[cut:]], tokenizer, cfg)
+    if attacked is None:
+        raise DatasetError(f"dataset={cfg.name}: no sentence of {cfg.min_tokens}-{cfg.max_tokens} tokens in its "
+                           f"attacked part ({len(order) - cut} sentences; set dataset.min_tokens / max_tokens)")
+    tokenizer_part = _tokenized([sentences[i] for i in order[:cut]], tokenizer, cfg)
+    return tokenizer_part if tokenizer_part is not None else attacked, attacked
+
+
+def _tokenized(sentences: list[str], tokenizer, cfg) -> TextSplit | None:
+    """The sentences of min_tokens..max_tokens tokens as a padded TextSplit (None: there are none)."""
+    encoded = [tokenizer.encode(s).ids for s in sentences]
     kept = [e for e in encoded if cfg.min_tokens <= len(e) <= cfg.max_tokens]
     if not kept:
-        raise DatasetError(f"dataset={cfg.name}: no sentence of {cfg.min_tokens}-{cfg.max_tokens} tokens in its "
-                           f"attacked part ({len(encoded)} sentences; set dataset.min_tokens / max_tokens)")
+        return None
     ids = torch.full((len(kept), cfg.max_tokens), PAD, dtype=torch.long)
     for row, e in enumerate(kept):
         ids[row, : len(e)] = torch.tensor(e)

@@ -82,6 +82,47 @@ class TextAttackSchema:
         in_range("attack.divergence_factor", self.divergence_factor, low=1, low_open=True)
 
 
+@dataclass
+class TextTrainSchema:
+    """A text training profile (conf/train/text_*.yaml): FedSGD with `workers` clients,
+    masking `mask_rate` of each sentence's positions; sizes in sentences."""
+    name: str = MISSING
+    workers: int = MISSING
+    batch_size: int = MISSING
+    epochs: int = MISSING
+    optimizer: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    mask_rate: float = MISSING
+    max_train_sentences: int | None = MISSING
+    max_test_sentences: int | None = MISSING
+    cache_dir: str = MISSING
+    delta: float = MISSING
+    accountant: str = MISSING
+
+    def __post_init__(self):
+        from gradleak.victim.privacy import ACCOUNTANTS
+        from gradleak.victim.train_schema import TRAIN_OPTIMIZERS
+
+        for key in ("workers", "batch_size", "epochs"):
+            in_range(f"train.{key}", getattr(self, key), low=1)
+        if self.batch_size % self.workers:
+            fail("train.batch_size", self.batch_size, f"a multiple of train.workers={self.workers}")
+        choice("train.optimizer", self.optimizer, tuple(TRAIN_OPTIMIZERS))
+        choice("train.accountant", self.accountant, ACCOUNTANTS)
+        in_range("train.mask_rate", self.mask_rate, low=0, high=1, low_open=True)
+        in_range("train.lr", self.lr, low=0, low_open=True)
+        in_range("train.delta", self.delta, low=0, high=1, low_open=True, high_open=True)
+        for key in ("max_train_sentences", "max_test_sentences"):
+            if getattr(self, key) is not None:
+                in_range(f"train.{key}", getattr(self, key), low=1)
+
+
+def is_text_profile(train: DictConfig) -> bool:
+    return "mask_rate" in train
+
+
 def validate_text(cfg: DictConfig) -> None:
     """Each group of a task=text job, then the rules between them; one ConfigError line."""
     from gradleak.jobs.config import KNOBS, TopSchema
@@ -103,6 +144,8 @@ def validate_text(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset.max_tokens={cfg.dataset.max_tokens}: longer than the model's positions;"
                           f" allowed dataset.max_tokens <= model.max_len={cfg.model.max_len}")
     if cfg.train.name != "none":
-        raise ConfigError(f"train={cfg.train.name}: task=text attacks the victim at its initial weights;"
-                          " allowed train=none")
+        if not is_text_profile(cfg.train):
+            raise ConfigError(f"train={cfg.train.name}: an image training profile; with task=text allowed"
+                              " train=none, text_smoke")
+        check_schema(TextTrainSchema, cfg.train, "train.", KNOBS)
     check_adaptive(cfg.attack, cfg.defense.name, defense.adaptive(knobs_of(cfg.defense)), defense.per_sample)

@@ -167,7 +167,7 @@ def run_training(cfg, logger=None, test: Split | None = None) -> dict:
         result, cached = cached_json(cfg.train.cache_dir, training_key(cfg, defense), lambda: _fit_keeping_rounds(
             cfg, data(), defense, logger))
     if cached:
-        _replay_curve(logger, result["curve"])
+        replay_curve(logger, result["curve"])
     if DEFENSES[defense["name"]].per_sample:  # DP-SGD: its guarantee, accounted now
         result = {**result, **privacy_spent(defense["noise_multiplier"], cfg.train.batch_size / result["train_images"],
                                             result["steps"], cfg.train.delta, cfg.train.accountant)}
@@ -192,7 +192,7 @@ def round_key(cfg, defense: dict, round: int) -> str:
     return f"{training_key(cfg, defense)}-round{round}"
 
 
-def _replay_curve(logger, curve: dict) -> None:
+def replay_curve(logger, curve: dict) -> None:
     for i, epoch in enumerate(curve["epoch"]):
         log_epoch(logger, epoch, {k: curve[k][i] for k in CURVE_KEYS})
 
