@@ -79,7 +79,8 @@ def worker_gradients(model: MaskedLM, ids, mask, valid, per_sample: bool) -> tup
 
 
 @torch.no_grad()
-def masked_accuracy(model: MaskedLM, ids: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+def masked_accuracy(model: MaskedLM, ids: torch.Tensor, lengths: torch.Tensor,
+                    mask: torch.Tensor) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of the true tokens at the masked positions of every sentence."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     valid = valid_positions(lengths, ids.shape[1])
@@ -163,8 +164,8 @@ def run_text_training(cfg, parts: tuple[TextSplit, TextSplit], logger=None) -> d
     """Train the text victim under cfg.defense on parts[0] (the tokenizer's part of the corpus)
     and score it on parts[1] (the attacked part); the image side's record (run_training):
     test_acc is masked-token accuracy, next to the cached undefended baseline's."""
-    train, test = _subset(parts[0], cfg.train.max_train_sentences, cfg.seed), _subset(parts[1],
-                                                                                        cfg.train.max_test_sentences, 0)
+    train = _subset(parts[0], cfg.train.max_train_sentences, cfg.seed)
+    test = _subset(parts[1], cfg.train.max_test_sentences, 0)  # the held-out sentences: the data's draw
     defense = OmegaConf.to_container(cfg.defense, resolve=True)
     undefended = defense["name"] == "none"
     baseline, cached_baseline = cached_json(cfg.train.cache_dir, text_training_key(cfg), lambda: fit_text(
@@ -177,8 +178,9 @@ def run_text_training(cfg, parts: tuple[TextSplit, TextSplit], logger=None) -> d
     if cached:
         replay_curve(logger, result["curve"])
     if DEFENSES[defense["name"]].per_sample:
-        result = {**result, **privacy_spent(defense["noise_multiplier"], cfg.train.batch_size / result["train_sentences"],
-                                            result["steps"], cfg.train.delta, cfg.train.accountant)}
+        rate = cfg.train.batch_size / result["train_sentences"]
+        result = {**result, **privacy_spent(defense["noise_multiplier"], rate, result["steps"], cfg.train.delta,
+                                            cfg.train.accountant)}
     return {**result, "baseline_test_acc": baseline["test_acc"],
             "utility_drop": baseline["test_acc"] - result["test_acc"], "cached": cached,
             "cached_baseline": cached_baseline}
@@ -201,8 +203,9 @@ def fit_text(cfg, train: TextSplit, test: TextSplit, defense: dict, logger=None)
     order = RandomSampler(range(len(train)), generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(TensorDataset(train.ids, train.lengths), sampler=BatchSampler(order, t.batch_size, True),
                         batch_size=None)
-    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_epochs=t.epochs, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, enable_progress_bar=True, num_sanity_val_steps=0)
+    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_epochs=t.epochs, logger=False,
+                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
+                         num_sanity_val_steps=0)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")  # in-memory tensors
