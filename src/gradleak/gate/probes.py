@@ -187,13 +187,13 @@ def probe_attack(attacker: str, key: str, work: Path, batch: int = 1, extra: tup
     """ATTACK_STEPS steps of the attacker on two digits through the defense: the loss median
     after each step, each target's loss and MSE at the end."""
     from gradleak.engine.attack import run_attack
-    from gradleak.victim.defenses import defense_from_config
+    from gradleak.victim.aggregation import attacked_defense
 
     cfg = job_config([*ATTACKERS[attacker], *DEFENSE_SETTINGS[key], f"attack.num_targets={TARGETS}",
                       f"attack.batch_size={batch}", f"attack.steps={ATTACK_STEPS}", *extra], work)
     model, images, labels = _digits_victim(cfg, TARGETS)
     images, labels = images.reshape(TARGETS, batch, *images.shape[1:]), labels.reshape(TARGETS, batch)
-    outcome = run_attack(cfg.attack, model, images, labels, defense_from_config(cfg.defense), cfg.seed,
+    outcome = run_attack(cfg.attack, model, images, labels, attacked_defense(cfg), cfg.seed,
                          "cpu", progress_bar=False, local_steps=local_steps, local_lr=0.1 * (local_steps > 1))
     return {"loss_median": outcome.progress.loss_median,
             "loss": [t["loss"] for t in outcome.targets], "mse": [t["mse"] for t in outcome.targets]}
@@ -470,6 +470,7 @@ LIBRARY = {  # name -> probe: the paper profile's and a GPU's paths, other optim
     "library/fedavg-attack": lambda w: probe_attack("dlg", "none", w, local_steps=2),
     "library/fedavg-training": lambda w: probe_training("none", w, extra=("train.local_steps=2",)),
     "library/vectorized-training": lambda w: probe_training("noise-gaussian", w, extra=("train.vectorize=true",)),
+    "library/secure-aggregation": lambda w: probe_attack("dlg", "dpsgd", w, batch=2, extra=("aggregation=secure",)),
 }
 
 

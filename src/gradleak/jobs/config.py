@@ -16,6 +16,7 @@ from gradleak.engine.schema import AttackSchema, check_adaptive
 from gradleak.text.schema import TEXT_DATASETS, TEXT_MODELS, is_text_profile
 from gradleak.victim.defenses import DEFENSES, knobs_of
 from gradleak.victim.defenses import KNOBS as DEFENSE_KNOBS
+from gradleak.victim.models import uses_batchnorm
 from gradleak.victim.train_schema import check_train_config
 
 # Knobs that live at the top level of the command line (defense=noise scale=1e-3, path=...).
@@ -72,6 +73,24 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"attack.round={cfg.attack.round}: attacks a training run's round; "
                           "set train=smoke (or another train profile)")
     check_adaptive(attacked_batch(cfg), cfg.defense.name, defense.adaptive(knobs_of(cfg.defense)), defense.per_sample)
+    if cfg.get("aggregation") is not None:
+        check_aggregation(cfg)
+
+
+def check_aggregation(cfg: DictConfig) -> None:
+    """aggregation=secure: the attacked update is the mean of attack.batch_size clients' own
+    defended gradients at the victim's initial weights (victim/aggregation.py)."""
+    choice("aggregation", cfg.aggregation.name, ("secure",))
+    why = "with aggregation=secure (each client defends its own one-image gradient)"
+    if cfg.attack.adaptive:
+        raise ConfigError(f"attack.adaptive=true: no adaptive form is built {why}")
+    if cfg.attack.round is not None:
+        raise ConfigError(f"attack.round={cfg.attack.round}: secure aggregation is attacked at the initial"
+                          " weights only; drop attack.round")
+    if cfg.train.get("local_steps", 1) > 1:
+        raise ConfigError(f"train.local_steps={cfg.train.local_steps}: allowed 1 {why}")
+    if uses_batchnorm(cfg.model.name):
+        raise ConfigError(f"model={cfg.model.name}: its BatchNorm has no per-client gradients; use model=lenet")
 
 
 def attacked_batch(cfg: DictConfig) -> DictConfig:

@@ -28,8 +28,9 @@ from gradleak.jobs.terminal import format_summary, format_text_summary
 from gradleak.jobs.text_job import run_text
 from gradleak.report.job_figures import save_grid
 from gradleak.text.schema import validate_text
+from gradleak.victim.aggregation import attacked_defense
 from gradleak.victim.data import load_split
-from gradleak.victim.defenses import defense_from_config, setting_of
+from gradleak.victim.defenses import setting_of
 from gradleak.victim.models import build_model
 
 # The logged image series (truth over reconstruction, per snapshot step). Its "attack/" prefix
@@ -126,7 +127,7 @@ def attack_and_report(cfg, test, who: dict, out_dir: Path, mlrun) -> tuple[JobRe
         victim = build_model(cfg.model.name, test.shape[0], test.shape[1], test.num_classes)
     else:
         victim, images, labels, index, shared, split = intercepted(cfg, test)
-    outcome = run_attack(a, victim, images, labels, defense_from_config(cfg.defense), cfg.seed,
+    outcome = run_attack(a, victim, images, labels, attacked_defense(cfg), cfg.seed,
                          cfg.trainer.accelerator, shared=shared, **local)
     targets, chance = judge(outcome, index, split, cfg)
     p = outcome.progress

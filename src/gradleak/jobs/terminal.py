@@ -13,7 +13,7 @@ def format_summary(record: JobRecord, out_dir, grid_path) -> str:
         f"gradleak | dataset={cfg['dataset.name']} model={cfg['model.name']} {_defense(record)}"
         f" | attacker {record.attacker}"
         f" | {len(record.targets)} targets x {cfg['attack.batch_size']} images"
-        f" | {a['wall_s']:.1f} s on {record.device}",
+        f"{_aggregated(cfg)} | {a['wall_s']:.1f} s on {record.device}",
         *_attacked(a),
         f"{'target':>6} {'image':>6} {'label':>7} {'pred':>7} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>6}"
         f" {'evals':>6}  {'exact':>5} {'re-id rank':>10}  stopped",
@@ -63,6 +63,12 @@ def _defense(record: JobRecord) -> str:
     knobs = [f"{k.removeprefix('defense.')}={v}" for k, v in cfg.items()
              if k.startswith("defense.") and k not in ("defense.name", "defense.variance")]
     return " ".join([f"defense={cfg['defense.name']}", *knobs, f"({record.defense['strength_label']})"])
+
+
+def _aggregated(cfg: dict) -> str:
+    if cfg.get("aggregation.name") != "secure":
+        return ""
+    return f" (secure aggregation: the mean of {cfg['attack.batch_size']} clients' defended updates)"
 
 
 def _verdict(name: str, a: dict, rate: str) -> str:

@@ -140,6 +140,9 @@ def validate_text(cfg: DictConfig) -> None:
     check_schema(TextAttackSchema, cfg.attack, "attack.", KNOBS)
     defense = DEFENSES[cfg.defense.name]
     check_schema(defense.schema, cfg.defense, "defense.", KNOBS)
+    if cfg.get("aggregation") is not None:
+        raise ConfigError(f"aggregation={cfg.aggregation.name}: task=text attacks one sentence's update"
+                          " (attack.batch_size=1); drop aggregation=")
     if cfg.dataset.max_tokens > cfg.model.max_len:
         raise ConfigError(f"dataset.max_tokens={cfg.dataset.max_tokens}: longer than the model's positions;"
                           f" allowed dataset.max_tokens <= model.max_len={cfg.model.max_len}")

@@ -1,0 +1,46 @@
+"""Secure aggregation (Bonawitz et al., CCS 2017) as a threat model: the server learns only
+the mean of N clients' updates, never one client's own.
+
+With `aggregation=secure attack.batch_size=N`, each image of an attacked batch is the private
+data of a client of its own: the client computes its image's gradient and defends it (its
+own noise draw, its own clipping, pruning or rounding), and the attacker gets the mean of the
+N defended gradients. Undefended, that mean is the batch's mean gradient, so secure
+aggregation alone is the batch stage's attack at B = N (a test holds them equal). With a
+defense the order matters: noise of variance s^2 per client reaches the server as s^2 / N,
+and pruning and rounding act on each client's gradient, not on the mean.
+
+Training is unchanged by it: the server applies the mean of its workers' defended updates
+either way, so a job's accuracy is its defense's (victim/training.py).
+"""
+import torch
+
+from gradleak.victim.defenses import ConfiguredDefense, Grads, defense_from_config
+
+
+class SecureAggregation:
+    """The mean of per-client defended gradients. Called as the engine calls a per-sample
+    defense: per-image gradients [*batch, N, *param], clients at dimension `batch_dims`."""
+    per_sample = True  # the engine hands over each image's gradient
+    adaptive = None    # an attacker through per-client defenses needs each dummy image's gradient: not built
+
+    def __init__(self, defense: ConfiguredDefense):
+        self.defense = defense
+        self.name = defense.name
+
+    def __call__(self, grads: Grads, generator=None, batch_dims: int = 0) -> list[torch.Tensor]:
+        clients = batch_dims  # one more batch dimension: every client defends its own gradient
+        if self.defense.per_sample:  # DP-SGD: a client's one image is its batch
+            grads = [g.unsqueeze(clients + 1) for g in grads]
+        defended = self.defense(grads, generator=generator, batch_dims=batch_dims + 1)
+        return [d.mean(clients) for d in defended]
+
+
+def attacked_defense(cfg):
+    """What the job's attacked update goes through: cfg.defense, per client under aggregation=secure."""
+    defense = defense_from_config(cfg.defense)
+    return SecureAggregation(defense) if secure(cfg) else defense
+
+
+def secure(cfg) -> bool:
+    aggregation = cfg.get("aggregation")
+    return aggregation is not None and aggregation.name == "secure"
