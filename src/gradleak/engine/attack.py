@@ -188,6 +188,8 @@ class Attack:
         else:
             clean = shared_gradients(self.model, self.truth, self.truth_labels, self.local_steps, self.local_lr)
         noise_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        if getattr(defense, "needs_data", False):  # Soteria scores the images' representation
+            return defense(clean, generator=noise_gen, batch_dims=1, data=(self.model, self.truth))
         return defense(clean, generator=noise_gen, batch_dims=1)
 
     def advance(self) -> None:

@@ -45,6 +45,7 @@ DEFENSE_SETTINGS = {
     "precision-bf16": ["defense=precision", "precision=bf16"],
     "precision-int8": ["defense=precision", "precision=int8"],
     "dpsgd": ["defense=dpsgd", "clip=1.0", "noise_multiplier=0.5"],
+    "soteria": ["defense=soteria", "percent=40"],
 }
 # Paths a study attack takes only after many steps, reached in ATTACK_STEPS: DLG's restarts
 # are staggered (two restarts one step apart) and its L-BFGS history fills (and shifts).
@@ -178,7 +179,8 @@ def probe_defense(key: str, work: Path) -> dict:
         grads, _ = per_sample_gradients(model, images, labels)
     else:
         grads = shared_gradients(model, images, labels)
-    defended = defense(grads, generator=torch.Generator().manual_seed(1), batch_dims=1)
+    data = (model, images) if defense.needs_data else None
+    defended = defense(grads, generator=torch.Generator().manual_seed(1), batch_dims=1, data=data)
     return {"defended": summaries(defended), "setting": setting_of(cfg.defense)}  # how tables name it
 
 
@@ -471,6 +473,9 @@ LIBRARY = {  # name -> probe: the paper profile's and a GPU's paths, other optim
     "library/fedavg-training": lambda w: probe_training("none", w, extra=("train.local_steps=2",)),
     "library/vectorized-training": lambda w: probe_training("noise-gaussian", w, extra=("train.vectorize=true",)),
     "library/secure-aggregation": lambda w: probe_attack("dlg", "dpsgd", w, batch=2, extra=("aggregation=secure",)),
+    "library/soteria-defense": lambda w: probe_defense("soteria", w),
+    "library/soteria-attack": lambda w: probe_attack("dlg adaptive", "soteria", w),
+    "library/soteria-training": lambda w: probe_training("soteria", w),
 }
 
 

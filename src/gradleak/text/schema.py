@@ -140,6 +140,9 @@ def validate_text(cfg: DictConfig) -> None:
     check_schema(TextAttackSchema, cfg.attack, "attack.", KNOBS)
     defense = DEFENSES[cfg.defense.name]
     check_schema(defense.schema, cfg.defense, "defense.", KNOBS)
+    if defense.needs_data:
+        raise ConfigError(f"defense={cfg.defense.name}: scores an image model's representation; not built for"
+                          " task=text")
     if cfg.get("aggregation") is not None:
         raise ConfigError(f"aggregation={cfg.aggregation.name}: task=text attacks one sentence's update"
                           " (attack.batch_size=1); drop aggregation=")

@@ -25,13 +25,15 @@ class SecureAggregation:
 
     def __init__(self, defense: ConfiguredDefense):
         self.defense = defense
-        self.name = defense.name
+        self.name, self.needs_data = defense.name, defense.needs_data
 
-    def __call__(self, grads: Grads, generator=None, batch_dims: int = 0) -> list[torch.Tensor]:
+    def __call__(self, grads: Grads, generator=None, batch_dims: int = 0, data=None) -> list[torch.Tensor]:
         clients = batch_dims  # one more batch dimension: every client defends its own gradient
         if self.defense.per_sample:  # DP-SGD: a client's one image is its batch
             grads = [g.unsqueeze(clients + 1) for g in grads]
-        defended = self.defense(grads, generator=generator, batch_dims=batch_dims + 1)
+        if data is not None:  # each client's images: its one image
+            data = (data[0], data[1].unsqueeze(clients + 1))
+        defended = self.defense(grads, generator=generator, batch_dims=batch_dims + 1, data=data)
         return [d.mean(clients) for d in defended]
 
 

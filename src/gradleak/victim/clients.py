@@ -118,7 +118,8 @@ def client_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         # Each worker calls the defense exactly as the attacker's gradient is defended
         # (one gradient, batch_dims=0; per-sample ones [b, *p]), with its own seeded generator.
         generator = torch.Generator(device=images.device).manual_seed(worker_seed(seed, step, w))
-        defended.append(defense([g[w] for g in grads], generator=generator, batch_dims=0))
+        data = {"data": (model, images[w])} if getattr(defense, "needs_data", False) else {}
+        defended.append(defense([g[w] for g in grads], generator=generator, batch_dims=0, **data))
     return defended, losses
 
 

@@ -5,10 +5,11 @@ as a `base.Defense`) added to REGISTERED, plus `conf/defense/<name>.yaml` with i
 """
 import torch
 
-from . import dpsgd, noise, none, precision, prune
+from . import dpsgd, noise, none, precision, prune, soteria
 from .base import AdaptiveForm, Defense, Grads, Setting
 
-REGISTERED: tuple[Defense, ...] = (none.DEFENSE, noise.DEFENSE, precision.DEFENSE, prune.DEFENSE, dpsgd.DEFENSE)
+REGISTERED: tuple[Defense, ...] = (none.DEFENSE, noise.DEFENSE, precision.DEFENSE, prune.DEFENSE, dpsgd.DEFENSE,
+                                   soteria.DEFENSE)
 DEFENSES: dict[str, Defense] = {d.name: d for d in REGISTERED}
 FAMILY_ORDER: tuple[str, ...] = tuple(f for d in REGISTERED for f in d.families)
 # Top-level command-line knobs (defense=noise scale=1e-3): every defense's schema fields.
@@ -23,15 +24,21 @@ def knobs_of(defense_cfg) -> dict:
 class ConfiguredDefense:
     """grads -> defended grads for one setting; `adaptive` is how the setting is attacked
     by an attacker who knows it (None: it has no adaptive form); `per_sample`: it takes
-    per-sample gradients (base.Defense)."""
+    per-sample gradients, `needs_data`: the images and model too (base.Defense)."""
 
     def __init__(self, defense: Defense, knobs: dict):
         self.name, self._fn, self._knobs = defense.name, defense.apply, knobs
-        self.per_sample = defense.per_sample
+        self.per_sample, self.needs_data = defense.per_sample, defense.needs_data
         self.adaptive: AdaptiveForm | None = defense.adaptive(knobs)
 
-    def __call__(self, grads: Grads, generator=None, batch_dims: int = 0) -> list[torch.Tensor]:
-        return self._fn(grads, generator=generator, batch_dims=batch_dims, **self._knobs)
+    def __call__(self, grads: Grads, generator=None, batch_dims: int = 0, data=None) -> list[torch.Tensor]:
+        """data: (model, images [*batch, b, C, H, W]) the gradients came from; a defense that
+        needs them (needs_data) raises without them, the others ignore them."""
+        if not self.needs_data:
+            return self._fn(grads, generator=generator, batch_dims=batch_dims, **self._knobs)
+        if data is None:
+            raise ValueError(f"defense={self.name} needs the images and model its gradients came from")
+        return self._fn(grads, generator=generator, batch_dims=batch_dims, data=data, **self._knobs)
 
 
 def defense_from_config(defense_cfg) -> ConfiguredDefense:

@@ -54,3 +54,6 @@ class Defense:
     # True: `apply` takes per-sample gradients, [*batch, n, *param] with the n samples at
     # dimension batch_dims, and returns [*batch, *param] (DP-SGD's per-sample clipping)
     per_sample: bool = False
+    # True: `apply` also takes data=(model, images [*batch, b, C, H, W]), each gradient's own
+    # images and the model they went through (Soteria scores the representation's features)
+    needs_data: bool = False
