@@ -157,8 +157,9 @@ class Attack:
             p.requires_grad_(False)
         self.truth, self.truth_labels = images.to(device), labels.to(device)
         t, b = labels.shape
-        num_classes = last_linear_weight(self.model).shape[0]
+        self.num_classes = num_classes = last_linear_weight(self.model).shape[0]
         self.local_steps, self.local_lr = local_steps, local_lr
+        self.encoding = None  # how the client encoded its images (MixUp, InstaHide)
         self.targets = [t.to(device) for t in shared] if shared is not None else self._defended_targets(defense, seed)
         self.adaptive = adaptive_form(cfg, defense)
         soft = cfg.labels == "soft" or (cfg.labels == "auto" and b > 1)  # auto: iDLG's rule for B = 1
@@ -182,12 +183,17 @@ class Attack:
         return self.cfg.steps if self.stop_rules is None else self.stop_rules.loop_steps
 
     def _defended_targets(self, defense, seed: int) -> list[torch.Tensor]:
+        noise_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        images, labels = self.truth, self.truth_labels
+        if getattr(defense, "encodes", False):  # MixUp, InstaHide: the client's images are encoded first
+            self.encoding = defense.encode(images.flatten(0, 1), labels.flatten(), self.num_classes, noise_gen)
+            images = self.encoding.images.view_as(images)
+            labels = self.encoding.soft_labels.view(*labels.shape, -1)
         # A per-sample defense (DP-SGD) clips each image's gradient: it gets [T, B, *param].
         if getattr(defense, "per_sample", False):
-            clean, _ = per_sample_gradients(self.model, self.truth, self.truth_labels)
+            clean, _ = per_sample_gradients(self.model, images, labels)
         else:
-            clean = shared_gradients(self.model, self.truth, self.truth_labels, self.local_steps, self.local_lr)
-        noise_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+            clean = shared_gradients(self.model, images, labels, self.local_steps, self.local_lr)
         if getattr(defense, "needs_data", False):  # Soteria scores the images' representation
             return defense(clean, generator=noise_gen, batch_dims=1, data=(self.model, self.truth))
         return defense(clean, generator=noise_gen, batch_dims=1)
@@ -255,7 +261,11 @@ class Attack:
             0, len(loss), self.restarts, device=loss.device)
 
     def reconstructions(self, best: torch.Tensor) -> torch.Tensor:
-        return self.layout.images(self.optimizer.state.x[best])  # [T, B, C, H, W]
+        """[T, B, C, H, W]; against an encoding defense, the adaptive attacker's decode of them."""
+        recon = self.layout.images(self.optimizer.state.x[best])
+        if self.adaptive.decode is None:
+            return recon
+        return self.adaptive.decode(recon.flatten(0, 1), self.encoding).view_as(recon)
 
     def predicted_labels(self, best: torch.Tensor) -> torch.Tensor:
         if self.layout.with_labels:

@@ -69,6 +69,11 @@ def check_adaptive(attack, defense: str, form, per_sample: bool) -> None:
         raise ConfigError(f"attack.adaptive=true: defense={defense} has no adaptive form")
     if per_sample and attack.batch_size != 1:
         fail("attack.batch_size", attack.batch_size, "1 with attack.adaptive=true under a per-sample defense")
+    if form.decode is not None and attack.batch_size != 1:  # the decode maps each problem to its encoding
+        fail("attack.batch_size", attack.batch_size, f"1 with attack.adaptive=true under defense={defense}")
+    if form.decode is not None and attack.get("round") is not None:
+        fail("attack.round", attack.round, f"null with attack.adaptive=true under defense={defense} "
+             "(the decode needs the client's encoding, which a training round does not keep)")
 
 
 def attacker_name(attack) -> str:

@@ -73,8 +73,26 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"attack.round={cfg.attack.round}: attacks a training run's round; "
                           "set train=smoke (or another train profile)")
     check_adaptive(attacked_batch(cfg), cfg.defense.name, defense.adaptive(knobs_of(cfg.defense)), defense.per_sample)
+    if defense.encode is not None:
+        check_encoding(cfg)
     if cfg.get("aggregation") is not None:
         check_aggregation(cfg)
+
+
+def check_encoding(cfg: DictConfig) -> None:
+    """MixUp and InstaHide mix k distinct images of a client's pool: the attacked targets, and
+    in training each worker's shard."""
+    k, name = cfg.defense.k, cfg.defense.name
+    pool = cfg.attack.num_targets * cfg.attack.batch_size
+    if cfg.attack.round is None and pool < k:
+        raise ConfigError(f"defense={name} k={k}: the client's pool is attack.num_targets x attack.batch_size"
+                          f" = {pool} images; at least k are mixed")
+    if cfg.train.name != "none" and cfg.train.batch_size // cfg.train.workers < k:
+        raise ConfigError(f"defense={name} k={k}: each worker's shard (train.batch_size / train.workers ="
+                          f" {cfg.train.batch_size // cfg.train.workers}) must hold at least k images")
+    if cfg.get("aggregation") is not None:
+        raise ConfigError(f"aggregation={cfg.aggregation.name}: each client holds one image there; defense={name}"
+                          " mixes k images of one client's pool")
 
 
 def check_aggregation(cfg: DictConfig) -> None:

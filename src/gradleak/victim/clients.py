@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from gradleak.victim.gradients import client_update, one_hot, per_sample_gradients
+from gradleak.victim.gradients import client_update, last_linear_weight, per_sample_gradients, soft_labels
 
 
 def split_among_workers(images: torch.Tensor, labels: torch.Tensor, workers: int):
@@ -96,7 +96,7 @@ def local_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     buffers = {n: b.expand(images.shape[0], *b.shape).clone() for n, b in model.named_buffers()}
     updates, losses = [], []
     for w in range(images.shape[0]):
-        update, loss = client_update(model, params, images[w], one_hot(labels[w], model, images.dtype),
+        update, loss = client_update(model, params, images[w], soft_labels(labels[w], model, images.dtype),
                                      local_steps, local_lr, {n: b[w] for n, b in buffers.items()})
         updates.append([update[n] for n in params])
         losses.append(loss.detach())
@@ -109,6 +109,10 @@ def client_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    local_lr: float = 0.0) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
     """What each worker shares at training step `step`: its defended update (a list of
     tensors per worker: W lists) and the workers' losses [W]."""
+    generators = [torch.Generator(device=images.device).manual_seed(worker_seed(seed, step, w))
+                  for w in range(images.shape[0])]
+    if getattr(defense, "encodes", False):  # MixUp, InstaHide: each worker encodes its own shard
+        images, labels = encode_shards(defense, model, images, labels, generators)
     if local_steps == 1:
         grads, losses = worker_gradients(model, images, labels, vectorize, getattr(defense, "per_sample", False))
     else:
@@ -117,10 +121,17 @@ def client_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     for w in range(images.shape[0]):
         # Each worker calls the defense exactly as the attacker's gradient is defended
         # (one gradient, batch_dims=0; per-sample ones [b, *p]), with its own seeded generator.
-        generator = torch.Generator(device=images.device).manual_seed(worker_seed(seed, step, w))
         data = {"data": (model, images[w])} if getattr(defense, "needs_data", False) else {}
-        defended.append(defense([g[w] for g in grads], generator=generator, batch_dims=0, **data))
+        defended.append(defense([g[w] for g in grads], generator=generators[w], batch_dims=0, **data))
     return defended, losses
+
+
+def encode_shards(defense, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                  generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each worker's shard [W, b, ...] encoded from its own pool: (images, soft labels [W, b, classes])."""
+    classes = last_linear_weight(model).shape[0]
+    encodings = [defense.encode(x, y, classes, g) for x, y, g in zip(images, labels, generators)]
+    return torch.stack([e.images for e in encodings]), torch.stack([e.soft_labels for e in encodings])
 
 
 def server_mean(defended: list[list[torch.Tensor]]) -> list[torch.Tensor]:

@@ -39,14 +39,19 @@ def one_hot(labels: torch.Tensor, model: nn.Module, dtype: torch.dtype) -> torch
     return F.one_hot(labels, last_linear_weight(model).shape[0]).to(dtype)
 
 
+def soft_labels(labels: torch.Tensor, model: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """Class indices one-hot; soft labels (an encoding defense's mixed ones) as they are."""
+    return labels.to(dtype) if labels.is_floating_point() else one_hot(labels, model, dtype)
+
+
 def shared_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      local_steps: int = 1, local_lr: float = 0.0) -> list[torch.Tensor]:
-    """Each target's true update: images [T, B, C, H, W], labels [T, B] -> [T, *param]
-    (the gradient; FedAvg's update with local_steps > 1)."""
+    """Each target's true update: images [T, B, C, H, W], labels [T, B] (or soft [T, B, classes])
+    -> [T, *param] (the gradient; FedAvg's update with local_steps > 1)."""
     params = {n: p.detach() for n, p in model.named_parameters()}
 
     def one(x, y):
-        return client_update(model, params, x, one_hot(y, model, x.dtype), local_steps, local_lr)[0]
+        return client_update(model, params, x, soft_labels(y, model, x.dtype), local_steps, local_lr)[0]
 
     grads = vmap(one)(images, labels)
     return [grads[n] for n in params]
@@ -55,16 +60,16 @@ def shared_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 def per_sample_gradients(model: nn.Module, images: torch.Tensor,
                          labels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Each image's own gradient and loss, in one vmap over every image: images [*lead, C, H, W],
-    labels [*lead] -> ([*lead, *param] per parameter, losses [*lead]); the mean over a batch
-    dimension is that batch's gradient."""
-    lead = labels.shape
+    labels [*lead] (or soft [*lead, classes]) -> ([*lead, *param] per parameter, losses [*lead]);
+    the mean over a batch dimension is that batch's gradient."""
+    lead = labels.shape[:-1] if labels.is_floating_point() else labels.shape
     params = {n: p.detach() for n, p in model.named_parameters()}
 
     def one(x, y):
-        return client_update(model, params, x[None], one_hot(y, model, x.dtype)[None])
+        return client_update(model, params, x[None], soft_labels(y, model, x.dtype)[None])
 
     flat = images.reshape(-1, *images.shape[len(lead):])
-    grads, losses = vmap(one)(flat, labels.reshape(-1))
+    grads, losses = vmap(one)(flat, labels.reshape(-1, *labels.shape[len(lead):]))
     return [grads[n].reshape(*lead, *grads[n].shape[1:]) for n in params], losses.reshape(lead).detach()
 
 

@@ -5,11 +5,11 @@ as a `base.Defense`) added to REGISTERED, plus `conf/defense/<name>.yaml` with i
 """
 import torch
 
-from . import dpsgd, noise, none, precision, prune, soteria
+from . import dpsgd, mixup, noise, none, precision, prune, soteria
 from .base import AdaptiveForm, Defense, Grads, Setting
 
 REGISTERED: tuple[Defense, ...] = (none.DEFENSE, noise.DEFENSE, precision.DEFENSE, prune.DEFENSE, dpsgd.DEFENSE,
-                                   soteria.DEFENSE)
+                                   soteria.DEFENSE, mixup.MIXUP, mixup.INSTAHIDE)
 DEFENSES: dict[str, Defense] = {d.name: d for d in REGISTERED}
 FAMILY_ORDER: tuple[str, ...] = tuple(f for d in REGISTERED for f in d.families)
 # Top-level command-line knobs (defense=noise scale=1e-3): every defense's schema fields.
@@ -24,12 +24,22 @@ def knobs_of(defense_cfg) -> dict:
 class ConfiguredDefense:
     """grads -> defended grads for one setting; `adaptive` is how the setting is attacked
     by an attacker who knows it (None: it has no adaptive form); `per_sample`: it takes
-    per-sample gradients, `needs_data`: the images and model too (base.Defense)."""
+    per-sample gradients, `needs_data`: the images and model too, `encodes`: it encodes the
+    client's images before the gradient (base.Defense)."""
 
     def __init__(self, defense: Defense, knobs: dict):
         self.name, self._fn, self._knobs = defense.name, defense.apply, knobs
         self.per_sample, self.needs_data = defense.per_sample, defense.needs_data
+        self._encode = defense.encode
         self.adaptive: AdaptiveForm | None = defense.adaptive(knobs)
+
+    @property
+    def encodes(self) -> bool:
+        return self._encode is not None
+
+    def encode(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, generator: torch.Generator):
+        """The client's images [N, C, H, W] and labels [N] encoded (base.Defense.encode)."""
+        return self._encode(images, labels, num_classes, generator=generator, **self._knobs)
 
     def __call__(self, grads: Grads, generator=None, batch_dims: int = 0, data=None) -> list[torch.Tensor]:
         """data: (model, images [*batch, b, C, H, W]) the gradients came from; a defense that

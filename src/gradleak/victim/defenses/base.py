@@ -41,6 +41,9 @@ class AdaptiveForm:
     """
     match: str | None = None
     transform: Callable[[Grads, Grads], list[torch.Tensor]] | None = None
+    # decode(reconstructions [N, C, H, W], encoding): an encoding defense's private images
+    # from the recovered encodings (MixUp, InstaHide), knowing how the client encoded
+    decode: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -57,3 +60,7 @@ class Defense:
     # True: `apply` also takes data=(model, images [*batch, b, C, H, W]), each gradient's own
     # images and the model they went through (Soteria scores the representation's features)
     needs_data: bool = False
+    # An encoding defense (MixUp, InstaHide): encode(images [N, C, H, W], labels [N],
+    # num_classes, *, generator, **knobs) -> mixup.Encoding, applied to the client's images
+    # before its gradient is computed; `apply` then gets the encodings' gradient
+    encode: Callable | None = None
