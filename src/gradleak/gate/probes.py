@@ -46,6 +46,9 @@ DEFENSE_SETTINGS = {
     "precision-int8": ["defense=precision", "precision=int8"],
     "dpsgd": ["defense=dpsgd", "clip=1.0", "noise_multiplier=0.5"],
     "soteria": ["defense=soteria", "percent=40"],
+    # k = 2: the probes' pool is TARGETS images; mixed labels are attacked with soft dummy labels
+    "mixup": ["defense=mixup", "k=2", "attack.labels=soft"],
+    "instahide": ["defense=instahide", "k=2", "attack.labels=soft"],
 }
 # Paths a study attack takes only after many steps, reached in ATTACK_STEPS: DLG's restarts
 # are staggered (two restarts one step apart) and its L-BFGS history fills (and shifts).
@@ -175,13 +178,20 @@ def probe_defense(key: str, work: Path) -> dict:
     model, images, labels = _digits_victim(cfg, TARGETS)
     images, labels = images[:, None], labels[:, None]
     defense = defense_from_config(cfg.defense)
+    generator = torch.Generator().manual_seed(1)
+    encoded = {}
+    if defense.encodes:
+        enc = defense.encode(images[:, 0], labels[:, 0], 10, generator)
+        images, labels = enc.images[:, None], enc.soft_labels[:, None]
+        encoded = {"encoded": summaries([enc.images, enc.soft_labels, enc.coefficients]),
+                   "decoded": summaries([defense.adaptive.decode(enc.images, enc)])}
     if defense.per_sample:
         grads, _ = per_sample_gradients(model, images, labels)
     else:
         grads = shared_gradients(model, images, labels)
     data = (model, images) if defense.needs_data else None
-    defended = defense(grads, generator=torch.Generator().manual_seed(1), batch_dims=1, data=data)
-    return {"defended": summaries(defended), "setting": setting_of(cfg.defense)}  # how tables name it
+    defended = defense(grads, generator=generator, batch_dims=1, data=data)
+    return {"defended": summaries(defended), "setting": setting_of(cfg.defense), **encoded}  # how tables name it
 
 
 def probe_attack(attacker: str, key: str, work: Path, batch: int = 1, extra: tuple[str, ...] = (),

@@ -22,7 +22,8 @@ PROFILE_KEYS = ("dataset", "seed", "attack.num_targets", "attack.steps", "attack
 SURVEYS = ("datasets", "batch")  # sized by the profile's survey, attack only
 ROUNDS = "rounds"  # attacks rounds of the profile's training (the profile's `rounds`)
 TEXT = "text"  # task=text, sized and trained by the profile's `text`
-STAGES = ("datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds", "text")  # dvc.yaml's
+STAGES = ("datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds", "text",
+          "later")  # dvc.yaml's
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,18 @@ def stage_sweeps(study: DictConfig, stage: str, root: Path | None = None) -> lis
     # Every trained job keeps the rounds stage's rounds, so that stage replays no training.
     trained = [*study.train, "train.keep_rounds=[" + ",".join(map(str, study.rounds.at)) + "]"]
     sizes = [f"dataset={study.dataset}", *size.attack, *([] if survey else trained), _seeds(size)]
+    untrained_sizes = [f"dataset={study.dataset}", *size.attack, "train=none", _seeds(size)]
     if stage == ROUNDS:  # the training's rounds and clients the profile names
         sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)), f"attack.num_targets={study.rounds.clients}"]
-    return [Sweep(name.removeprefix(stage).removeprefix("_"), (*experiment_grid(name), *sizes))
+    return [Sweep(name.removeprefix(stage).removeprefix("_"),
+                  (*experiment_grid(name), *(untrained_sizes if untrained(name) else sizes)))
             for name in study.stages[stage]]
+
+
+def untrained(name: str) -> bool:
+    """An experiment whose grid says train: none is attacked only (Soteria: its training scores
+    every image's representation Jacobian at every step, hours per run on CPUs)."""
+    return OmegaConf.load(EXPERIMENT_DIR / f"{name}.yaml").hydra.sweeper.params.get("train") == "none"
 
 
 def experiment_grid(name: str) -> list[str]:
