@@ -132,12 +132,13 @@ def test_every_study_job_is_valid_and_every_defense_meets_three_attackers():
         attackers.setdefault(stage, set()).update(*(o[len("attack="):].split(",") for o in argv
                                                     if o.startswith("attack=")))
     per_seed = {"undefended": 2, "noise": 4 * 2 + 4 * 3, "prune": 6 * 3, "precision": 3 * 3, "dpsgd": 3 * 3,
-                "rounds": 3 * 3, "text": 3 + 4 + 4 * 2 + 3 + 3}
+                "rounds": 3 * 3, "text": 3 + 4 + 4 * 2 + 3 + 3, "later": 2 + 3 * 2 + 3 * 2}
     assert jobs == {**{k: 3 * v for k, v in per_seed.items()}, "batch": 4}
     assert attackers == {"undefended": {"dlg", "ig"}, "noise": {"dlg", "ig", "adaptive"},
                          "prune": {"dlg", "ig", "adaptive"}, "precision": {"dlg", "ig", "adaptive"},
                          "dpsgd": {"dlg", "ig", "adaptive"}, "batch": set(), "rounds": {"dlg", "adaptive"},
-                         "text": {"text", "text_cosine", "text_tag"}}  # each match undefended
+                         "text": {"text", "text_cosine", "text_tag"},  # each match undefended
+                         "later": {"dlg", "ig", "adaptive"}}
 
 
 @pytest.mark.fast
@@ -223,7 +224,8 @@ def test_an_experiment_run_with_plain_hydra_is_its_study_sweep(name):
     assert plain == studied and len(plain) == {"batch": 4, "undefended": 6, "noise_gaussian": 24,
                                                "noise_laplacian": 36, "prune": 54, "precision": 27,
                                                "dpsgd": 27, "text_undefended": 9, "text_noise": 12,
-                                               "text_prune": 24}.get(name, 9)
+                                               "text_prune": 24, "later_soteria": 18,
+                                               "later_mixing": 18}.get(name, 9)
 
 
 @pytest.mark.fast

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = {"datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds", "text"}
-TRAINED = {"undefended", "noise", "prune", "precision", "dpsgd", "rounds"}  # train=smoke jobs
+ALL_STAGES = {"datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds", "text", "later"}
+TRAINED = {"undefended", "noise", "prune", "precision", "dpsgd", "rounds", "later"}  # train=smoke jobs
 
 
 @pytest.fixture(scope="module")
