@@ -55,12 +55,15 @@ def test_two_images_mixed_by_hand():
 
 
 @pytest.mark.fast
-def test_instahide_flips_about_the_middle_half_of_the_pixels_of_mixups_mix():
+def test_instahide_flips_half_of_the_pixels_of_mixups_mix_about_the_pools_mean():
     images, labels = pool(n=8, size=16)
+    images = images ** 3  # a mean pixel well below the middle of the range, as digits have
     mix = encode(images, labels, 10, k=4, lower=0.0, upper=0.65, flip=False, generator=torch.Generator().manual_seed(5))
     hide = encode(images, labels, 10, k=4, lower=0.0, upper=0.65, flip=True, generator=torch.Generator().manual_seed(5))
+    centre = float(images.mean())
+    assert hide.centre.flatten().tolist() == pytest.approx([centre]) and centre < 0.3
     kept = torch.isclose(hide.images, mix.images)
-    flipped = torch.isclose(hide.images, 1 - mix.images)
+    flipped = torch.isclose(hide.images, 2 * centre - mix.images)
     assert bool((kept | flipped).all())
     assert 0.45 < float((flipped & ~kept).double().mean()) < 0.55
     assert torch.equal(hide.soft_labels, mix.soft_labels)
@@ -77,14 +80,15 @@ def test_mixups_decode_recovers_the_pool_from_its_encodings():
 @pytest.mark.fast
 def test_instahides_decode_explains_the_magnitudes_it_was_given():
     images, labels = pool(n=8)
-    images = (images > 0.7).double()  # black and white, as digits: the decode's pull to either end fits them
+    images = (images > 0.7).double()  # black and white, as digits
     enc = encode(images, labels, 10, k=4, lower=0.0, upper=0.65, flip=True, generator=torch.Generator().manual_seed(2))
     decoded = decode_instahide(enc.images, enc)
     assert decoded.shape == images.shape and 0 <= float(decoded.min()) and float(decoded.max()) <= 1
-    magnitude = (2 * enc.images - 1).abs().flatten(1)
+    centre = float(images.mean())
+    magnitude = (enc.images - centre).abs().flatten(1)
 
     def unexplained(pool_images):
-        return float(((enc.mixing_matrix() @ (2 * pool_images.flatten(1) - 1)).abs() - magnitude).pow(2).mean())
+        return float(((enc.mixing_matrix() @ (pool_images.flatten(1) - centre)).abs() - magnitude).pow(2).mean())
     assert unexplained(decoded) < 0.1 * unexplained(torch.full_like(images, 0.5))
     assert unexplained(images) < 1e-20  # the true pool explains them exactly
 

@@ -6,8 +6,10 @@ e_j = sum_i lam_ji x_{s_ji}, with its labels mixed the same way (soft labels);
 lam_j ~ Dirichlet(3, 1, ..., 1), redrawn until every coefficient lies in [lower, upper]
 (GradAttack's c_1, c_2); s_j0 = j, the other k - 1 drawn without repetition. InstaHide
 (Huang et al., ICML 2020) also flips the sign of each pixel of the mix at random. Its
-authors mix pixels normalized to [-1, 1], so the flip is about the middle of the pixel
-range: p -> 1 - p on this project's [0, 1] images (on raw [0, 1] pixels |e| would undo it).
+authors flip pixels normalized by the data's mean (and std, which a linear first layer
+absorbs), so the flip is about the data's mean pixel c, per channel: p -> 2c - p (on raw
+[0, 1] pixels |e| would undo it; about the middle of the range, nearly black-or-white
+digits would keep nothing but their mixed grey levels). The client takes c from its own pool.
 The pool is what the client holds: in an attack, the job's targets; in training, a
 worker's shard at each step.
 
@@ -16,7 +18,8 @@ encoding (any attacker; the dummy labels are soft), then the decode of Carlini e
 Private Learning Possible with Instance Encoding?", S&P 2021), which GradAttack runs with
 the mapping and the coefficients known to the attacker (its upper bound on leakage):
 MixUp's encodings are linear in the pool, so least squares recovers it; InstaHide's keep
-only the magnitude of each centred mix, which Adam fits, pixel by pixel.
+only the magnitude of each centred mix, which Adam fits, pixel by pixel (the attacker knows
+the centre, as it knows the normalization).
 """
 from dataclasses import dataclass
 
@@ -29,7 +32,7 @@ from gradleak.checks import in_range
 from .base import AdaptiveForm, Defense, Grads, Setting
 
 DIRICHLET_FIRST = 3.0  # GradAttack's alpha: the client's own image has the largest share on average
-DECODE_STEPS, DECODE_LR, MAGNITUDE_PRIOR = 1000, 0.01, 0.05  # Carlini et al.'s InstaHide decode
+DECODE_STEPS, DECODE_LR = 1000, 0.01  # Carlini et al.'s InstaHide decode
 
 
 @dataclass
@@ -48,11 +51,13 @@ class MixKnobs:
 @dataclass(frozen=True)
 class Encoding:
     """What a client's encoding drew: images and soft labels encoded ([N, ...]), and for the
-    attacker's decode, each encoding's coefficients [N, k] and pool indices [N, k]."""
+    attacker's decode, each encoding's coefficients [N, k] and pool indices [N, k], and
+    InstaHide's flip centre (the pool's mean pixel per channel, [C, 1, 1])."""
     images: torch.Tensor
     soft_labels: torch.Tensor
     coefficients: torch.Tensor
     sources: torch.Tensor
+    centre: torch.Tensor | None = None
 
     def mixing_matrix(self) -> torch.Tensor:
         """[N, N]: encoding j = row j @ pool."""
@@ -86,10 +91,12 @@ def encode(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, k: i
     src = torch.as_tensor(sources, device=images.device)
     mixed = torch.einsum("nk,nk...->n...", lam, images[src])
     soft = torch.einsum("nk,nkc->nc", lam, torch.nn.functional.one_hot(labels[src], num_classes).to(images.dtype))
+    centre = None
     if flip:
+        centre = images.mean(dim=(0, 2, 3))[:, None, None]
         sign = torch.randint(2, mixed.shape, generator=generator, device=images.device).to(images.dtype) * 2 - 1
-        mixed = 0.5 + sign * (mixed - 0.5)
-    return Encoding(mixed, soft, lam.cpu(), src.cpu())
+        mixed = centre + sign * (mixed - centre)
+    return Encoding(mixed, soft, lam.cpu(), src.cpu(), None if centre is None else centre.cpu())
 
 
 def decode_mixup(encoded: torch.Tensor, encoding: Encoding) -> torch.Tensor:
@@ -100,23 +107,25 @@ def decode_mixup(encoded: torch.Tensor, encoding: Encoding) -> torch.Tensor:
 
 
 def decode_instahide(encoded: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-    """The pool whose centred mixes have the recovered encodings' magnitudes (Adam, from the
-    middle grey; each pixel's sign is the branch that explains it best, ties to the dark one;
-    a small pull of each pixel away from the middle, as Carlini et al.)."""
+    """The pool whose mixes, centred on the flip centre, have the recovered encodings'
+    magnitudes (Adam, from mid-grey; each pixel's sign is the branch that explains it best,
+    ties to the dark one). Carlini et al. also pull each pixel to black or white, a prior for
+    their images that leaves digits no better decoded than all black (docs/attack.md)."""
+    centre = encoding.centre.to(encoded)
     with torch.enable_grad():
-        magnitude = (2 * encoded.detach() - 1).abs().reshape(len(encoded), -1)
+        magnitude = (encoded.detach() - centre).abs().reshape(len(encoded), -1)
         mix = encoding.mixing_matrix().to(magnitude)
-        centred = torch.zeros_like(magnitude, requires_grad=True)
-        opt = torch.optim.Adam([centred], lr=DECODE_LR)
+        signed = torch.zeros_like(encoded, requires_grad=True)  # 2 x pool - 1: Carlini et al.'s [-1, 1] pixels
+        opt = torch.optim.Adam([signed], lr=DECODE_LR)
         for _ in range(DECODE_STEPS):
-            m = mix @ centred
+            m = mix @ ((signed + 1) / 2 - centre).reshape(len(encoded), -1)
             same, flipped = magnitude - m, -(magnitude + m)
             residual = torch.where(same.abs() < flipped.abs(), same, flipped)
-            loss = residual.pow(2).mean() + MAGNITUDE_PRIOR * (1 - centred.abs()).mean()
+            loss = residual.pow(2).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return ((centred.detach().clamp(-1, 1) + 1) / 2).reshape(encoded.shape)
+    return ((signed.detach().clamp(-1, 1) + 1) / 2)
 
 
 def unchanged(grads: Grads, *, generator=None, batch_dims: int = 0, **knobs) -> list[torch.Tensor]:
