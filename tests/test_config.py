@@ -132,7 +132,7 @@ def test_every_study_job_is_valid_and_every_defense_meets_three_attackers():
         attackers.setdefault(stage, set()).update(*(o[len("attack="):].split(",") for o in argv
                                                     if o.startswith("attack=")))
     per_seed = {"undefended": 2, "noise": 4 * 2 + 4 * 3, "prune": 6 * 3, "precision": 3 * 3, "dpsgd": 3 * 3,
-                "rounds": 3 * 3, "text": 3 + 4 + 4 * 2 + 3 + 3, "later": 2 + 3 * 2 + 3 * 2}
+                "rounds": 3 * 3, "text": 3 + 4 + 4 * 2 + 3 + 3, "later": 2 + 3 * 2 + 3 * 2 + 3}
     assert jobs == {**{k: 3 * v for k, v in per_seed.items()}, "batch": 4}
     assert attackers == {"undefended": {"dlg", "ig"}, "noise": {"dlg", "ig", "adaptive"},
                          "prune": {"dlg", "ig", "adaptive"}, "precision": {"dlg", "ig", "adaptive"},

@@ -29,7 +29,7 @@ from gradleak.engine.schema import check_adaptive
 from gradleak.engine.snapshots import Snapshots
 from gradleak.engine.stopping import StopRules, count_reasons
 from gradleak.victim.defenses import AdaptiveForm
-from gradleak.victim.gradients import last_linear_weight, per_sample_gradients, shared_gradients
+from gradleak.victim.gradients import last_linear_weight, noise_size, per_sample_gradients, shared_gradients
 
 # --- the Lightning module ----------------------------------------------------------------------
 
@@ -163,7 +163,8 @@ class Attack:
         self.targets = [t.to(device) for t in shared] if shared is not None else self._defended_targets(defense, seed)
         self.adaptive = adaptive_form(cfg, defense)
         soft = cfg.labels == "soft" or (cfg.labels == "auto" and b > 1)  # auto: iDLG's rule for B = 1
-        self.layout = DummyLayout(b, tuple(images.shape[2:]), num_classes, soft)
+        self.layout = DummyLayout(b, tuple(images.shape[2:]), num_classes, soft, noise_size(self.model),
+                                  self.adaptive.solve_noise)
         self.inferred_labels = None if self.layout.with_labels else idlg_labels(self.model, self.targets)
         self.target_of = torch.arange(t, device=device).repeat_interleave(self.restarts)
         self.optimizer = self._optimizer(seed)
@@ -189,11 +190,15 @@ class Attack:
             self.encoding = defense.encode(images.flatten(0, 1), labels.flatten(), self.num_classes, noise_gen)
             images = self.encoding.images.view_as(images)
             labels = self.encoding.soft_labels.view(*labels.shape, -1)
+        noise = None
+        if noise_size(self.model):  # PRECODE: each client's own draw, which the attacker never sees
+            noise = torch.randn((*self.truth_labels.shape, noise_size(self.model)), generator=noise_gen,
+                                device=self.device, dtype=self.truth.dtype)
         # A per-sample defense (DP-SGD) clips each image's gradient: it gets [T, B, *param].
         if getattr(defense, "per_sample", False):
-            clean, _ = per_sample_gradients(self.model, images, labels)
+            clean, _ = per_sample_gradients(self.model, images, labels, noise)
         else:
-            clean = shared_gradients(self.model, images, labels, self.local_steps, self.local_lr)
+            clean = shared_gradients(self.model, images, labels, self.local_steps, self.local_lr, noise)
         if getattr(defense, "needs_data", False):  # Soteria scores the images' representation
             return defense(clean, generator=noise_gen, batch_dims=1, data=(self.model, self.truth))
         return defense(clean, generator=noise_gen, batch_dims=1)
@@ -235,7 +240,9 @@ class Attack:
         dtype = self.truth.dtype
         images = torch.randn((k, layout.image_numel), generator=init_gen, dtype=dtype)
         logits = torch.randn((k, layout.batch * layout.num_classes), generator=init_gen, dtype=dtype)
-        x0 = torch.cat([images, logits] if layout.with_labels else [images], dim=1).to(self.device)
+        # the client's noise, when solved for, starts at its mean (the prior's mode)
+        noise = torch.zeros((k, layout.batch * layout.noise_size * layout.solve_noise), dtype=dtype)
+        x0 = torch.cat([images, logits, noise] if layout.with_labels else [images, noise], dim=1).to(self.device)
         fixed = None
         if not layout.with_labels:
             onehot = F.one_hot(self.inferred_labels, layout.num_classes).to(dtype)[:, None]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import grad_and_value, vmap
 
-from gradleak.victim.gradients import client_update, soft_cross_entropy
+from gradleak.victim.gradients import client_update, noise_size, soft_cross_entropy
 
 MATCHES = ("l2", "l1", "cosine")
 
@@ -50,11 +50,13 @@ class GradientMatch:
 
     `transform(dummy, targets)` (per problem, under vmap) is what the dummy gradient becomes
     before the match: an adaptive attack's model of the defense (victim.defenses.AdaptiveForm).
+    A model with noise of its own (PRECODE) runs at the noise's mean, or, with `solve_noise`,
+    at each problem's guess of the client's draw, a variable like the images.
     """
 
     def __init__(self, model: nn.Module, optimize_labels: bool = True, compile: bool = False,
                  match: str = "l2", tv: float = 0.0, transform=None, local_steps: int = 1,
-                 local_lr: float = 0.0):
+                 local_lr: float = 0.0, solve_noise: bool = False):
         if match not in MATCHES:
             raise ValueError(f"match={match!r}: allowed {MATCHES}")
         self.model = model
@@ -63,28 +65,33 @@ class GradientMatch:
         self.optimize_labels = optimize_labels
         self.match, self.tv, self.transform = match, tv, transform
         self.local_steps, self.local_lr = local_steps, local_lr
-        argnums = (0, 1) if optimize_labels else 0
-        self._eager = vmap(grad_and_value(self._match, argnums=argnums))
+        self.noise_size, self.solve_noise = noise_size(model), solve_noise
+        self.argnums = (0,) + (1,) * optimize_labels + (2,) * solve_noise
+        self._eager = vmap(grad_and_value(self._match, argnums=self.argnums),
+                           in_dims=(0, 0, 0 if solve_noise else None, 0))
         # inductor fuses the per-problem elementwise work around the convolutions
         self._compiled = torch.compile(self._eager, dynamic=False) if compile else None
 
-    def _match(self, images, label_logits, targets):
+    def _match(self, images, label_logits, noise, targets):
         soft = torch.softmax(label_logits, dim=-1) if self.optimize_labels else label_logits
-        grads, _ = client_update(self.model, self.params, images, soft, self.local_steps, self.local_lr)
+        if self.noise_size and noise is None:  # the attacker runs the model at its noise's mean
+            noise = images.new_zeros(images.shape[0], self.noise_size)
+        grads, _ = client_update(self.model, self.params, images, soft, self.local_steps, self.local_lr,
+                                 noise=noise)
         dummy = [grads[n] for n in self.names]
         if self.transform is not None:
             dummy = self.transform(dummy, targets)
         value = gradient_distance(dummy, targets, self.match)
         return value + self.tv * total_variation(images) if self.tv else value
 
-    def __call__(self, images, labels, targets, compiled: bool = False):
+    def __call__(self, images, labels, targets, compiled: bool = False, noise=None):
         """images [K,B,C,H,W]; labels: logits [K,B,classes] (soft) or fixed soft labels (iDLG);
-        targets: list of [K, *param.shape]. Returns D [K], dD/dimages, dD/dlabels (or None).
-        `compiled` runs the torch.compile'd version (built with compile=True)."""
-        grads, value = (self._compiled if compiled else self._eager)(images, labels, targets)
-        if self.optimize_labels:
-            return value, grads[0], grads[1]
-        return value, grads, None
+        targets: list of [K, *param.shape]; noise [K,B,noise_size] with solve_noise. Returns D [K],
+        dD/dimages, dD/dlabels and dD/dnoise (None where not variables). `compiled` runs the
+        torch.compile'd version (built with compile=True)."""
+        grads, value = (self._compiled if compiled else self._eager)(images, labels, noise, targets)
+        by_arg = dict(zip(self.argnums, grads))
+        return value, by_arg[0], by_arg.get(1), by_arg.get(2)
 
 
 def reference_match(model: nn.Module, images, label_logits, targets, optimize_labels=True):

@@ -1,5 +1,6 @@
 """Attack problems as flat variables: each row of x [K, n] holds one problem's dummy images
-(and dummy label logits); the objective evaluates the rows still running."""
+(then dummy label logits, then its guess of the client's model noise: PRECODE's eps, when the
+attacker solves for it); the objective evaluates the rows still running."""
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,19 +15,28 @@ class DummyLayout:
     image_shape: tuple[int, int, int]
     num_classes: int
     with_labels: bool
+    noise_size: int = 0         # the model's noise per image (PRECODE's K; 0: none)
+    solve_noise: bool = False   # the client's draw is a variable (else the attack runs the noise's mean)
 
     @property
     def image_numel(self) -> int:
         return self.batch * int(np.prod(self.image_shape))
 
+    @property
+    def label_numel(self) -> int:
+        return self.batch * self.num_classes if self.with_labels else 0
+
     def images(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, : self.image_numel].reshape(-1, self.batch, *self.image_shape)
 
     def labels(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, self.image_numel:].reshape(-1, self.batch, self.num_classes)
+        return x[:, self.image_numel:self.image_numel + self.label_numel].reshape(-1, self.batch, self.num_classes)
 
-    def flat(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        parts = [images.flatten(1)] + ([labels.flatten(1)] if labels is not None else [])
+    def noise(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.image_numel + self.label_numel:].reshape(-1, self.batch, self.noise_size)
+
+    def flat(self, images: torch.Tensor, labels: torch.Tensor | None, noise: torch.Tensor | None = None):
+        parts = [images.flatten(1)] + [p.flatten(1) for p in (labels, noise) if p is not None]
         return torch.cat(parts, dim=1)
 
 
@@ -45,7 +55,7 @@ class ProblemObjective:
                  local_steps: int = 1, local_lr: float = 0.0):
         self.match = GradientMatch(model, optimize_labels=layout.with_labels, compile=compile,
                                    match=match, tv=tv, transform=transform, local_steps=local_steps,
-                                   local_lr=local_lr)
+                                   local_lr=local_lr, solve_noise=layout.solve_noise)
         self.layout, self.targets, self.fixed_labels = layout, targets, fixed_labels
         self.chunk_size = chunk_size or len(targets[0])
         self.compile = compile
@@ -74,8 +84,9 @@ class ProblemObjective:
             labels = self.layout.labels(x)
         else:
             labels = self.fixed_labels if everyone else self.fixed_labels[rows]
-        value, d_images, d_labels = self.match(self.layout.images(x), labels, targets, compiled)
-        return value[keep].detach(), self.layout.flat(d_images, d_labels)[keep].detach()
+        noise = self.layout.noise(x) if self.layout.solve_noise else None
+        value, d_images, d_labels, d_noise = self.match(self.layout.images(x), labels, targets, compiled, noise)
+        return value[keep].detach(), self.layout.flat(d_images, d_labels, d_noise)[keep].detach()
 
 
 def _pad_rows(a: torch.Tensor, size: int) -> torch.Tensor:

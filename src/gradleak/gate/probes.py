@@ -49,6 +49,9 @@ DEFENSE_SETTINGS = {
     # k = 2: the probes' pool is TARGETS images; mixed labels are attacked with soft dummy labels
     "mixup": ["defense=mixup", "k=2", "attack.labels=soft"],
     "instahide": ["defense=instahide", "k=2", "attack.labels=soft"],
+    # a bottleneck of 16 keeps the probe small; its labels are learned (iDLG's rule assumes the output
+    # layer's inputs are non-negative, which PRECODE's decoder does not keep)
+    "precode": ["defense=precode", "bottleneck=16", "attack.labels=soft"],
 }
 # Paths a study attack takes only after many steps, reached in ATTACK_STEPS: DLG's restarts
 # are staggered (two restarts one step apart) and its L-BFGS history fills (and shifts).
@@ -155,12 +158,14 @@ def float64():
 def _digits_victim(cfg, n: int):
     """The victim (float64) and the first n x batch_size test digits (float64)."""
     from gradleak.victim.data import load_split
+    from gradleak.victim.defenses import defense_from_config
     from gradleak.victim.models import build_model
 
     test = load_split(cfg.dataset, "test")
     torch.manual_seed(cfg.seed)
-    with float64():
-        model = build_model(cfg.model.name, test.shape[0], test.shape[1], test.num_classes)
+    with float64():  # a model-side defense (PRECODE) built in
+        model = defense_from_config(cfg.defense).victim(
+            build_model(cfg.model.name, test.shape[0], test.shape[1], test.num_classes))
     k = n * cfg.attack.batch_size
     return model, test.images[:k].double(), test.labels[:k]
 
@@ -171,7 +176,7 @@ def probe_defense(key: str, work: Path) -> dict:
     """The defense applied once to the victim's gradients of two targets (per-sample for DP-SGD)."""
     from gradleak.jobs.config import validate
     from gradleak.victim.defenses import defense_from_config, setting_of
-    from gradleak.victim.gradients import per_sample_gradients, shared_gradients
+    from gradleak.victim.gradients import noise_size, per_sample_gradients, shared_gradients
 
     cfg = job_config(DEFENSE_SETTINGS[key], work)
     validate(cfg)
@@ -185,10 +190,13 @@ def probe_defense(key: str, work: Path) -> dict:
         images, labels = enc.images[:, None], enc.soft_labels[:, None]
         encoded = {"encoded": summaries([enc.images, enc.soft_labels, enc.coefficients]),
                    "decoded": summaries([defense.adaptive.decode(enc.images, enc)])}
+    noise = None
+    if noise_size(model):  # PRECODE: the client's draw
+        noise = torch.randn((*labels.shape, noise_size(model)), generator=generator, dtype=images.dtype)
     if defense.per_sample:
-        grads, _ = per_sample_gradients(model, images, labels)
+        grads, _ = per_sample_gradients(model, images, labels, noise)
     else:
-        grads = shared_gradients(model, images, labels)
+        grads = shared_gradients(model, images, labels, noise=noise)
     data = (model, images) if defense.needs_data else None
     defended = defense(grads, generator=generator, batch_dims=1, data=data)
     return {"defended": summaries(defended), "setting": setting_of(cfg.defense), **encoded}  # how tables name it

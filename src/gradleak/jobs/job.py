@@ -30,7 +30,7 @@ from gradleak.report.job_figures import save_grid
 from gradleak.text.schema import validate_text
 from gradleak.victim.aggregation import attacked_defense
 from gradleak.victim.data import load_split
-from gradleak.victim.defenses import setting_of
+from gradleak.victim.defenses import defense_from_config, setting_of
 from gradleak.victim.models import build_model
 
 # The logged image series (truth over reconstruction, per snapshot step). Its "attack/" prefix
@@ -124,7 +124,7 @@ def attack_and_report(cfg, test, who: dict, out_dir: Path, mlrun) -> tuple[JobRe
     if a.round is None:
         index = draw_targets(len(test), cfg)
         images, labels, split, shared = test.images[index], test.labels[index], test, None
-        victim = build_model(cfg.model.name, test.shape[0], test.shape[1], test.num_classes)
+        victim = victim_model(cfg, cfg.model.name, test)
     else:
         victim, images, labels, index, shared, split = intercepted(cfg, test)
     outcome = run_attack(a, victim, images, labels, attacked_defense(cfg), cfg.seed,
@@ -176,10 +176,15 @@ def intercepted(cfg, test):
     splits = load_train_test(cfg, test)
     got, _ = intercept_round(cfg, cfg.attack.round, splits)
     train = splits[0]
-    victim = build_model(model_name(cfg), train.shape[0], train.shape[1], train.num_classes)
+    victim = victim_model(cfg, model_name(cfg), train)
     victim.load_state_dict(got["params"])
     n = cfg.attack.num_targets  # clients 0 .. n - 1 (jobs.config.attacked_batch)
     return victim, got["images"][:n], got["labels"][:n], got["index"][:n], [u[:n] for u in got["updates"]], train
+
+
+def victim_model(cfg, name: str, split):
+    """The attacked model for images of `split`, a model-side defense (PRECODE) built in."""
+    return defense_from_config(cfg.defense).victim(build_model(name, split.shape[0], split.shape[1], split.num_classes))
 
 
 def judge(outcome, index: torch.Tensor, split, cfg) -> tuple[list[dict], float]:

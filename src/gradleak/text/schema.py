@@ -145,6 +145,8 @@ def validate_text(cfg: DictConfig) -> None:
                           " task=text")
     if defense.encode is not None:
         raise ConfigError(f"defense={cfg.defense.name}: mixes images; not built for task=text")
+    if defense.extend_model is not None:
+        raise ConfigError(f"defense={cfg.defense.name}: extends an image model; not built for task=text")
     if cfg.get("aggregation") is not None:
         raise ConfigError(f"aggregation={cfg.aggregation.name}: task=text attacks one sentence's update"
                           " (attack.batch_size=1); drop aggregation=")

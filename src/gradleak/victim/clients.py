@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from gradleak.victim.gradients import client_update, last_linear_weight, per_sample_gradients, soft_labels
+from gradleak.victim.gradients import client_update, last_linear_weight, noise_size, per_sample_gradients, soft_labels
 
 
 def split_among_workers(images: torch.Tensor, labels: torch.Tensor, workers: int):
@@ -29,47 +29,55 @@ def split_among_workers(images: torch.Tensor, labels: torch.Tensor, workers: int
     return images.reshape(workers, -1, *images.shape[1:]), labels.reshape(workers, -1)
 
 
-def worker_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     vectorize: bool = True, per_sample: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+def worker_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, vectorize: bool = True,
+                     per_sample: bool = False,
+                     noise: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Gradients of each worker's mean cross-entropy: ([W, *p.shape] per parameter, losses [W]).
 
     vectorize=True computes all workers in one torch.func.vmap pass; False loops over them
     (faster on CPUs, where vmap's grouped convolutions are slower: see scripts/bench_training.py).
     per_sample=True returns each sample's gradient instead, [W, b, *p.shape] (DP-SGD clips them).
+    noise [W, b, K]: each worker's draw of the model's noise (PRECODE).
     """
     if per_sample:
-        grads, losses = per_sample_gradients(model, images, labels)
+        grads, losses = per_sample_gradients(model, images, labels, noise)
         return grads, losses.mean(1)
     workers = images.shape[0]
     buffers = {n: b.expand(workers, *b.shape).clone() for n, b in model.named_buffers()}
     if vectorize:
-        grads, losses = _vectorized(model, buffers, images, labels)
+        grads, losses = _vectorized(model, buffers, images, labels, noise)
     else:
-        grads, losses = _looped(model, buffers, images, labels)
+        grads, losses = _looped(model, buffers, images, labels, noise)
     _keep_mean_statistics(model, buffers)
     return grads, losses
 
 
-def _loss(model, params, buffers, images, labels):
-    return F.cross_entropy(functional_call(model, (params, buffers), (images,)), labels)
+def _loss(model, params, buffers, images, labels, noise=None):
+    if noise is None:
+        return F.cross_entropy(functional_call(model, (params, buffers), (images,)), labels)
+    logits, penalty = functional_call(model, (params, buffers), (images, noise))  # PRECODE
+    return F.cross_entropy(logits, labels) + penalty
 
 
-def _vectorized(model, buffers, images, labels):
+def _vectorized(model, buffers, images, labels, noise=None):
     params = {n: p.detach() for n, p in model.named_parameters()}
 
-    def loss(p, b, x, y):
-        return _loss(model, p, b, x, y)
+    def loss(p, b, x, y, *e):
+        return _loss(model, p, b, x, y, *e)
 
-    grads, losses = vmap(grad_and_value(loss), in_dims=(None, 0, 0, 0))(params, buffers, images, labels)
+    extra = () if noise is None else (noise,)
+    grads, losses = vmap(grad_and_value(loss), in_dims=(None, 0, 0, 0, *[0] * len(extra)))(
+        params, buffers, images, labels, *extra)
     return list(grads.values()), losses.detach()
 
 
-def _looped(model, buffers, images, labels):
+def _looped(model, buffers, images, labels, noise=None):
     params = dict(model.named_parameters())
     grads, losses = [], []
     for w in range(images.shape[0]):
         # Views into the stacked buffers: BatchNorm's in-place updates land in worker w's copy.
-        loss = _loss(model, params, {n: b[w] for n, b in buffers.items()}, images[w], labels[w])
+        loss = _loss(model, params, {n: b[w] for n, b in buffers.items()}, images[w], labels[w],
+                     None if noise is None else noise[w])
         grads.append(torch.autograd.grad(loss, list(params.values())))
         losses.append(loss.detach())
     return [torch.stack(g) for g in zip(*grads)], torch.stack(losses)
@@ -113,8 +121,10 @@ def client_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                   for w in range(images.shape[0])]
     if getattr(defense, "encodes", False):  # MixUp, InstaHide: each worker encodes its own shard
         images, labels = encode_shards(defense, model, images, labels, generators)
+    noise = model_noise(model, images.shape[1], generators)
     if local_steps == 1:
-        grads, losses = worker_gradients(model, images, labels, vectorize, getattr(defense, "per_sample", False))
+        grads, losses = worker_gradients(model, images, labels, vectorize, getattr(defense, "per_sample", False),
+                                         noise)
     else:
         grads, losses = local_updates(model, images, labels, local_steps, local_lr)
     defended = []
@@ -124,6 +134,18 @@ def client_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         data = {"data": (model, images[w])} if getattr(defense, "needs_data", False) else {}
         defended.append(defense([g[w] for g in grads], generator=generators[w], batch_dims=0, **data))
     return defended, losses
+
+
+def model_noise(model: nn.Module, images_per_worker: int,
+                generators: list[torch.Generator]) -> torch.Tensor | None:
+    """Each worker's draw of the model's noise for its images, [W, b, K] (PRECODE's eps), from its
+    own generator; None for a model without noise."""
+    k = noise_size(model)
+    if not k:
+        return None
+    dtype = next(model.parameters()).dtype
+    return torch.stack([torch.randn(images_per_worker, k, generator=g, device=g.device, dtype=dtype)
+                        for g in generators])
 
 
 def encode_shards(defense, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -14,14 +14,30 @@ def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch
     return torch.mean(torch.sum(-soft_labels * F.log_softmax(logits, dim=-1), dim=-1))
 
 
+def noise_size(model: nn.Module) -> int:
+    """Per image, the noise the model's forward draws (PRECODE's latent features; 0: none)."""
+    return getattr(model, "noise_size", 0)
+
+
+def model_loss(model: nn.Module, params: dict, buffers: dict, images: torch.Tensor,
+               soft_labels: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The client's loss at `params`: DLG's cross-entropy; with the client's `noise` [n, K] for a
+    model-side defense (PRECODE), the model's output at that draw plus the penalty it adds."""
+    if noise is None:
+        return soft_cross_entropy(functional_call(model, (params, buffers), (images,)), soft_labels)
+    logits, penalty = functional_call(model, (params, buffers), (images, noise))
+    return soft_cross_entropy(logits, soft_labels) + penalty
+
+
 def client_update(model: nn.Module, params: dict, images: torch.Tensor, soft_labels: torch.Tensor,
-                  local_steps: int = 1, local_lr: float = 0.0,
-                  buffers: dict | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                  local_steps: int = 1, local_lr: float = 0.0, buffers: dict | None = None,
+                  noise: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One client's update from weights `params` on its batch, and its loss at those weights
     (torch.func: vmap- and grad-able): the gradient, or after E > 1 local steps the mean
-    local gradient. `buffers` are the client's own BatchNorm statistics (updated in place)."""
+    local gradient. `buffers` are the client's own BatchNorm statistics (updated in place);
+    `noise` its draw of the model's noise (model_loss)."""
     def loss_of(p, b):  # b an input, not a capture: torch.func lets BatchNorm update inputs
-        return soft_cross_entropy(functional_call(model, (p, b), (images,)), soft_labels)
+        return model_loss(model, p, b, images, soft_labels, noise)
 
     buffers = buffers or {}
     step, loss = grad_and_value(loss_of)(params, buffers)
@@ -45,31 +61,36 @@ def soft_labels(labels: torch.Tensor, model: nn.Module, dtype: torch.dtype) -> t
 
 
 def shared_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     local_steps: int = 1, local_lr: float = 0.0) -> list[torch.Tensor]:
+                     local_steps: int = 1, local_lr: float = 0.0,
+                     noise: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Each target's true update: images [T, B, C, H, W], labels [T, B] (or soft [T, B, classes])
-    -> [T, *param] (the gradient; FedAvg's update with local_steps > 1)."""
+    -> [T, *param] (the gradient; FedAvg's update with local_steps > 1); `noise` [T, B, K]: each
+    client's draw of the model's noise (PRECODE)."""
     params = {n: p.detach() for n, p in model.named_parameters()}
 
-    def one(x, y):
-        return client_update(model, params, x, soft_labels(y, model, x.dtype), local_steps, local_lr)[0]
+    def one(x, y, *e):
+        return client_update(model, params, x, soft_labels(y, model, x.dtype), local_steps, local_lr,
+                             noise=e[0] if e else None)[0]
 
-    grads = vmap(one)(images, labels)
+    grads = vmap(one)(images, labels, *([] if noise is None else [noise]))
     return [grads[n] for n in params]
 
 
-def per_sample_gradients(model: nn.Module, images: torch.Tensor,
-                         labels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                         noise: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Each image's own gradient and loss, in one vmap over every image: images [*lead, C, H, W],
-    labels [*lead] (or soft [*lead, classes]) -> ([*lead, *param] per parameter, losses [*lead]);
-    the mean over a batch dimension is that batch's gradient."""
+    labels [*lead] (or soft [*lead, classes]), noise [*lead, K] (PRECODE's draws) -> ([*lead, *param]
+    per parameter, losses [*lead]); the mean over a batch dimension is that batch's gradient."""
     lead = labels.shape[:-1] if labels.is_floating_point() else labels.shape
     params = {n: p.detach() for n, p in model.named_parameters()}
 
-    def one(x, y):
-        return client_update(model, params, x[None], soft_labels(y, model, x.dtype)[None])
+    def one(x, y, *e):
+        return client_update(model, params, x[None], soft_labels(y, model, x.dtype)[None],
+                             noise=e[0][None] if e else None)
 
     flat = images.reshape(-1, *images.shape[len(lead):])
-    grads, losses = vmap(one)(flat, labels.reshape(-1, *labels.shape[len(lead):]))
+    noise = [] if noise is None else [noise.reshape(-1, noise.shape[-1])]
+    grads, losses = vmap(one)(flat, labels.reshape(-1, *labels.shape[len(lead):]), *noise)
     return [grads[n].reshape(*lead, *grads[n].shape[1:]) for n in params], losses.reshape(lead).detach()
 
 

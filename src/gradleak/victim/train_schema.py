@@ -83,6 +83,9 @@ def check_train_config(cfg) -> None:
     if t.local_steps > 1 and defense.per_sample:
         _fail(f"train.local_steps={t.local_steps}: defense={cfg.defense.name} clips the "
               "per-sample gradients of one step; use train.local_steps=1")
+    if t.local_steps > 1 and defense.extend_model is not None:
+        _fail(f"train.local_steps={t.local_steps}: defense={cfg.defense.name} draws the client's noise once "
+              "per step; use train.local_steps=1")
     trained = t.get("model") or cfg.model.name
     if trained not in MODELS:
         _fail(f"train.model={trained}: allowed: {', '.join(MODELS)}")

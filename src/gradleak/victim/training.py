@@ -254,8 +254,8 @@ def fit(cfg, train: Split, test: Split, defense, logger=None, intercept: int | N
                                   f"{len(train)} images")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     channels, size, _ = train.shape
-    model = build_model(model_name(cfg), in_channels=channels, image_size=size,
-                        num_classes=train.num_classes)
+    model = defense.victim(build_model(model_name(cfg), in_channels=channels, image_size=size,
+                                       num_classes=train.num_classes))  # PRECODE: built in
     # Channels-last convolution weights: the many small per-worker backward passes run
     # faster (scripts/bench_training.py); the values computed are the same up to rounding.
     model = model.to(memory_format=torch.channels_last)

@@ -5,11 +5,11 @@ as a `base.Defense`) added to REGISTERED, plus `conf/defense/<name>.yaml` with i
 """
 import torch
 
-from . import dpsgd, mixup, noise, none, precision, prune, soteria
+from . import dpsgd, mixup, noise, none, precision, precode, prune, soteria
 from .base import AdaptiveForm, Defense, Grads, Setting
 
 REGISTERED: tuple[Defense, ...] = (none.DEFENSE, noise.DEFENSE, precision.DEFENSE, prune.DEFENSE, dpsgd.DEFENSE,
-                                   soteria.DEFENSE, mixup.MIXUP, mixup.INSTAHIDE)
+                                   soteria.DEFENSE, mixup.MIXUP, mixup.INSTAHIDE, precode.DEFENSE)
 DEFENSES: dict[str, Defense] = {d.name: d for d in REGISTERED}
 FAMILY_ORDER: tuple[str, ...] = tuple(f for d in REGISTERED for f in d.families)
 # Top-level command-line knobs (defense=noise scale=1e-3): every defense's schema fields.
@@ -30,7 +30,7 @@ class ConfiguredDefense:
     def __init__(self, defense: Defense, knobs: dict):
         self.name, self._fn, self._knobs = defense.name, defense.apply, knobs
         self.per_sample, self.needs_data = defense.per_sample, defense.needs_data
-        self._encode = defense.encode
+        self._encode, self._extend = defense.encode, defense.extend_model
         self.adaptive: AdaptiveForm | None = defense.adaptive(knobs)
 
     @property
@@ -40,6 +40,10 @@ class ConfiguredDefense:
     def encode(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, generator: torch.Generator):
         """The client's images [N, C, H, W] and labels [N] encoded (base.Defense.encode)."""
         return self._encode(images, labels, num_classes, generator=generator, **self._knobs)
+
+    def victim(self, model):
+        """The victim model with a model-side defense built in (PRECODE); else the model itself."""
+        return model if self._extend is None else self._extend(model, **self._knobs)
 
     def __call__(self, grads: Grads, generator=None, batch_dims: int = 0, data=None) -> list[torch.Tensor]:
         """data: (model, images [*batch, b, C, H, W]) the gradients came from; a defense that

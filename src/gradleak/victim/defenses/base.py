@@ -44,6 +44,9 @@ class AdaptiveForm:
     # decode(reconstructions [N, C, H, W], encoding): an encoding defense's private images
     # from the recovered encodings (MixUp, InstaHide), knowing how the client encoded
     decode: Callable | None = None
+    # True: the attacker solves for the client's draw of a model-side defense's noise (PRECODE's
+    # eps) jointly with the images; False: it runs the model at that noise's mean
+    solve_noise: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,6 @@ class Defense:
     # num_classes, *, generator, **knobs) -> mixup.Encoding, applied to the client's images
     # before its gradient is computed; `apply` then gets the encodings' gradient
     encode: Callable | None = None
+    # A model-side defense (PRECODE): extend_model(model, **knobs) -> the victim model with the
+    # defense built in; the client's loss then takes the model's noise (victim/gradients.py)
+    extend_model: Callable | None = None
