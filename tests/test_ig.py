@@ -60,7 +60,7 @@ def test_ig_objective_equals_plain_autograd(problem):
     model, _, onehot, targets, x0 = problem
     tv = 0.05  # large enough that a wrong TV shows in the value and its gradient
     match = GradientMatch(model, optimize_labels=False, match="cosine", tv=tv)
-    value, d_images, _ = match(LAYOUT.images(x0), onehot, targets)
+    value, d_images, _, _ = match(LAYOUT.images(x0), onehot, targets)
     for k in range(K):
         images = LAYOUT.images(x0[k:k + 1])[0].clone().requires_grad_(True)
         plain = reference_ig_cost(model.requires_grad_(True), images, onehot[k], [t[k] for t in targets], tv)
@@ -105,7 +105,7 @@ def test_laplacian_noise_is_attacked_with_l1_and_gaussian_with_l2():
 @pytest.mark.fast
 def test_l1_match_equals_plain_sum_of_absolute_differences(problem):
     model, _, onehot, targets, x0 = problem
-    value, _, _ = GradientMatch(model, optimize_labels=False, match="l1")(LAYOUT.images(x0), onehot, targets)
+    value, _, _, _ = GradientMatch(model, optimize_labels=False, match="l1")(LAYOUT.images(x0), onehot, targets)
     for k in range(K):
         images = LAYOUT.images(x0[k:k + 1])[0].clone().requires_grad_(True)
         with torch.enable_grad():

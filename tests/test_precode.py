@@ -116,15 +116,15 @@ def test_the_adaptive_match_is_zero_at_the_true_image_and_draw_and_the_mean_is_n
 
 def test_the_adaptive_attack_breaks_precode_and_the_plain_one_does_not():
     model = victim(seed=2)
-    images, labels = digits(n=4, seed=4)
+    images, labels = digits(n=2, seed=4)
     rebuilt = {}
     for attacker in ("dlg", "adaptive"):
-        cfg = config(f"attack={attacker}", "defense=precode", "bottleneck=16", "attack.num_targets=4",
-                     "attack.labels=soft", "attack.steps=100")
+        cfg = config(f"attack={attacker}", "defense=precode", "bottleneck=16", "attack.num_targets=2",
+                     "attack.labels=soft", "attack.steps=100", "attack.restarts=1")
         outcome = run_attack(cfg.attack, model, images[:, None], labels[:, None],
                              defense_from_config(cfg.defense), 0, "cpu", progress_bar=False)
         rebuilt[attacker] = sum(t["success"] for t in outcome.targets)
-    assert rebuilt == {"dlg": 0, "adaptive": 4}
+    assert rebuilt == {"dlg": 0, "adaptive": 2}
 
 
 @pytest.mark.parametrize("argv,message", [

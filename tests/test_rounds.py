@@ -64,7 +64,7 @@ def test_unrolled_objective_is_zero_at_the_true_batch(shards):
     target, _ = local_updates(model, images, labels, local_steps=3, local_lr=0.1)
     soft = F.one_hot(labels, 10).float()
     unrolled = GradientMatch(model, optimize_labels=False, local_steps=3, local_lr=0.1)
-    at_truth, d_images, _ = unrolled(images, soft, target)
+    at_truth, d_images, _, _ = unrolled(images, soft, target)
     scale = sum((t ** 2).sum() for t in target)
     assert at_truth.item() < 1e-10 * scale.item()
     assert d_images.abs().max().item() < 1e-6
