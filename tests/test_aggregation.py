@@ -107,3 +107,8 @@ def test_a_secure_aggregation_job_says_what_was_attacked(run_py):
     assert "2 targets x 2 images (secure aggregation: the mean of 2 clients' defended updates)" in res.stdout
     m = json.loads((run_py.dir / "run" / "metrics.json").read_text())
     assert m["config"]["aggregation.name"] == "secure" and len(m["targets"]) == 2
+    # its own family in tables and figures, strength N, the mean's noise variance
+    assert {k: m["defense"][k] for k in ("family", "strength", "strength_label", "variance")} == {
+        "family": "secure-noise-gaussian", "strength": 2, "strength_label": "N = 2, var 1e-04 (σ=0.01)",
+        "variance": pytest.approx(0.01 ** 2 / 2)}
+    assert m["config"]["defense.variance"] == pytest.approx(0.01 ** 2 / 2)

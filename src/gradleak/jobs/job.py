@@ -28,9 +28,9 @@ from gradleak.jobs.terminal import format_summary, format_text_summary
 from gradleak.jobs.text_job import run_text
 from gradleak.report.job_figures import save_grid
 from gradleak.text.schema import validate_text
-from gradleak.victim.aggregation import attacked_defense
+from gradleak.victim.aggregation import attacked_defense, attacked_setting
 from gradleak.victim.data import load_split
-from gradleak.victim.defenses import defense_from_config, setting_of
+from gradleak.victim.defenses import defense_from_config
 from gradleak.victim.models import build_model
 
 # The logged image series (truth over reconstruction, per snapshot step). Its "attack/" prefix
@@ -61,7 +61,7 @@ def run(cfg: DictConfig) -> float:
     with tracking.job_run(cfg, run_name(overrides), tags) as mlrun:
         mlrun.log_params(params)
         who = {"overrides": overrides, "config": params, "attacker": attacker_name(cfg.attack),
-               "defense": setting_of(cfg.defense),
+               "defense": attacked_setting(cfg),
                "mlflow": {"tracking_uri": mlrun.uri, "experiment": cfg.tracking.experiment,
                           "experiment_id": mlrun.experiment_id, "run_id": mlrun.run_id,
                           "parent_run_id": cfg.tracking.parent_run_id}}
@@ -102,7 +102,7 @@ def run_name(overrides: list[str]) -> str:
 
 def job_params(cfg: DictConfig) -> dict:
     params = tracking.flat_params(cfg)
-    variance = setting_of(cfg.defense)["variance"]
+    variance = attacked_setting(cfg)["variance"]
     if variance == variance:  # not NaN: the defense adds noise
         params["defense.variance"] = variance
     return params

@@ -14,7 +14,7 @@ either way, so a job's accuracy is its defense's (victim/training.py).
 """
 import torch
 
-from gradleak.victim.defenses import ConfiguredDefense, Grads, defense_from_config
+from gradleak.victim.defenses import FAMILY_ORDER, ConfiguredDefense, Grads, defense_from_config, setting_of
 
 
 class SecureAggregation:
@@ -46,3 +46,18 @@ def attacked_defense(cfg):
 def secure(cfg) -> bool:
     aggregation = cfg.get("aggregation")
     return aggregation is not None and aggregation.name == "secure"
+
+
+def attacked_setting(cfg) -> dict:
+    """How tables and figures name the job's setting: its defense's (victim.defenses.setting_of),
+    or under secure aggregation the mean of N clients' updates under that defense, a family of
+    its own whose strength is N (never the undefended reference, whose family is none); the
+    noise's variance is the mean's, 1/N of a client's."""
+    s = setting_of(cfg.defense)
+    if not secure(cfg):
+        return s
+    n = int(cfg.attack.batch_size)
+    label = f"N = {n}" if s["strength"] is None else f"N = {n}, {s['strength_label']}"
+    return {**s, "family": f"secure-{s['family']}", "family_title": f"secure aggregation, {s['family_title']}",
+            "strength": n, "strength_label": label, "strength_rank": float(n), "variance": s["variance"] / n,
+            "family_rank": len(FAMILY_ORDER) + s["family_rank"]}
