@@ -29,7 +29,7 @@ from gradleak.engine.schema import check_adaptive
 from gradleak.engine.snapshots import Snapshots
 from gradleak.engine.stopping import StopRules, count_reasons
 from gradleak.victim.defenses import AdaptiveForm
-from gradleak.victim.gradients import last_linear_weight, noise_size, per_sample_gradients, shared_gradients
+from gradleak.victim.gradients import draw_noise, last_linear_weight, noise_size, per_sample_gradients, shared_gradients
 
 # --- the Lightning module ----------------------------------------------------------------------
 
@@ -190,10 +190,8 @@ class Attack:
             self.encoding = defense.encode(images.flatten(0, 1), labels.flatten(), self.num_classes, noise_gen)
             images = self.encoding.images.view_as(images)
             labels = self.encoding.soft_labels.view(*labels.shape, -1)
-        noise = None
-        if noise_size(self.model):  # PRECODE: each client's own draw, which the attacker never sees
-            noise = torch.randn((*self.truth_labels.shape, noise_size(self.model)), generator=noise_gen,
-                                device=self.device, dtype=self.truth.dtype)
+        # PRECODE: each client's own draw of the model's noise, which the attacker never sees
+        noise = draw_noise(self.model, tuple(self.truth_labels.shape), noise_gen, self.truth.dtype)
         # A per-sample defense (DP-SGD) clips each image's gradient: it gets [T, B, *param].
         if getattr(defense, "per_sample", False):
             clean, _ = per_sample_gradients(self.model, images, labels, noise)

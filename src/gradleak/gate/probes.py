@@ -176,7 +176,7 @@ def probe_defense(key: str, work: Path) -> dict:
     """The defense applied once to the victim's gradients of two targets (per-sample for DP-SGD)."""
     from gradleak.jobs.config import validate
     from gradleak.victim.defenses import defense_from_config, setting_of
-    from gradleak.victim.gradients import noise_size, per_sample_gradients, shared_gradients
+    from gradleak.victim.gradients import draw_noise, per_sample_gradients, shared_gradients
 
     cfg = job_config(DEFENSE_SETTINGS[key], work)
     validate(cfg)
@@ -190,9 +190,7 @@ def probe_defense(key: str, work: Path) -> dict:
         images, labels = enc.images[:, None], enc.soft_labels[:, None]
         encoded = {"encoded": summaries([enc.images, enc.soft_labels, enc.coefficients]),
                    "decoded": summaries([defense.adaptive.decode(enc.images, enc)])}
-    noise = None
-    if noise_size(model):  # PRECODE: the client's draw
-        noise = torch.randn((*labels.shape, noise_size(model)), generator=generator, dtype=images.dtype)
+    noise = draw_noise(model, tuple(labels.shape), generator, images.dtype)  # PRECODE: the client's draw
     if defense.per_sample:
         grads, _ = per_sample_gradients(model, images, labels, noise)
     else:

@@ -17,9 +17,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import grad_and_value, vmap
 
-from gradleak.victim.gradients import client_update, last_linear_weight, noise_size, per_sample_gradients, soft_labels
+from gradleak.victim.gradients import (
+    client_update,
+    draw_noise,
+    last_linear_weight,
+    model_outputs,
+    noise_size,
+    per_sample_gradients,
+    soft_labels,
+)
 
 
 def split_among_workers(images: torch.Tensor, labels: torch.Tensor, workers: int):
@@ -53,9 +61,7 @@ def worker_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 
 def _loss(model, params, buffers, images, labels, noise=None):
-    if noise is None:
-        return F.cross_entropy(functional_call(model, (params, buffers), (images,)), labels)
-    logits, penalty = functional_call(model, (params, buffers), (images, noise))  # PRECODE
+    logits, penalty = model_outputs(model, params, buffers, images, noise)
     return F.cross_entropy(logits, labels) + penalty
 
 
@@ -140,12 +146,10 @@ def model_noise(model: nn.Module, images_per_worker: int,
                 generators: list[torch.Generator]) -> torch.Tensor | None:
     """Each worker's draw of the model's noise for its images, [W, b, K] (PRECODE's eps), from its
     own generator; None for a model without noise."""
-    k = noise_size(model)
-    if not k:
+    if not noise_size(model):
         return None
     dtype = next(model.parameters()).dtype
-    return torch.stack([torch.randn(images_per_worker, k, generator=g, device=g.device, dtype=dtype)
-                        for g in generators])
+    return torch.stack([draw_noise(model, (images_per_worker,), g, dtype) for g in generators])
 
 
 def encode_shards(defense, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,

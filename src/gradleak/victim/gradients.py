@@ -19,13 +19,26 @@ def noise_size(model: nn.Module) -> int:
     return getattr(model, "noise_size", 0)
 
 
+def draw_noise(model: nn.Module, lead: tuple, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor | None:
+    """A client's draw of the model's noise for its images [*lead] (PRECODE's eps: [*lead, K]) from
+    its own generator; None for a model without noise, which draws nothing."""
+    k = noise_size(model)
+    return torch.randn((*lead, k), generator=generator, device=generator.device, dtype=dtype) if k else None
+
+
+def model_outputs(model: nn.Module, params: dict, buffers: dict, images: torch.Tensor,
+                  noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """The logits at `params` and what a model-side defense adds to the client's loss: with the
+    client's `noise` [n, K], PRECODE's output at that draw and its KL penalty; else 0."""
+    if noise is None:
+        return functional_call(model, (params, buffers), (images,)), 0.0
+    return functional_call(model, (params, buffers), (images, noise))
+
+
 def model_loss(model: nn.Module, params: dict, buffers: dict, images: torch.Tensor,
                soft_labels: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """The client's loss at `params`: DLG's cross-entropy; with the client's `noise` [n, K] for a
-    model-side defense (PRECODE), the model's output at that draw plus the penalty it adds."""
-    if noise is None:
-        return soft_cross_entropy(functional_call(model, (params, buffers), (images,)), soft_labels)
-    logits, penalty = functional_call(model, (params, buffers), (images, noise))
+    """The client's loss at `params`: DLG's cross-entropy plus a model-side defense's penalty."""
+    logits, penalty = model_outputs(model, params, buffers, images, noise)
     return soft_cross_entropy(logits, soft_labels) + penalty
 
 

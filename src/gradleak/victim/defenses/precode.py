@@ -28,6 +28,7 @@ from torch import nn
 from gradleak.checks import in_range
 
 from .base import AdaptiveForm, Defense, Grads, Setting
+from .none import no_defense
 
 
 @dataclass
@@ -91,9 +92,8 @@ def extend(model: nn.Module, *, bottleneck: int, beta: float) -> Precode:
     return Precode(model, bottleneck, beta)
 
 
-def unchanged(grads: Grads, *, generator=None, batch_dims: int = 0, bottleneck: int = 0,
-              beta: float = 0.0) -> list[torch.Tensor]:
-    return [g.clone() for g in grads]
+def unchanged(grads: Grads, *, generator=None, batch_dims: int = 0, **knobs) -> list[torch.Tensor]:
+    return no_defense(grads)
 
 
 def _setting(knobs: dict) -> Setting:
