@@ -98,8 +98,9 @@ def study_sweeps(profile: str):
             yield from ((stage, ["-m", *sweep.overrides]) for sweep in stage_sweeps(study, stage))
             continue
         size = study.survey if stage == "batch" else study
+        seeds = (study.secure if stage == "secure" else size).seeds
         sizes = [*size.attack, *([] if stage == "batch" else study.train), "dataset=digits",
-                 "seed=" + ",".join(map(str, size.seeds))]
+                 "seed=" + ",".join(map(str, seeds))]
         if stage == "rounds":  # the profile's rounds are steps of its dataset's run (the next test)
             sizes += ["attack.round=" + ",".join(map(str, digits_rounds(study))),
                       f"attack.num_targets={study.rounds.clients}"]
@@ -133,12 +134,14 @@ def test_every_study_job_is_valid_and_every_defense_meets_three_attackers():
                                                     if o.startswith("attack=")))
     per_seed = {"undefended": 2, "noise": 4 * 2 + 4 * 3, "prune": 6 * 3, "precision": 3 * 3, "dpsgd": 3 * 3,
                 "rounds": 3 * 3, "text": 3 + 4 + 4 * 2 + 3 + 3, "later": 2 + 3 * 2 + 3 * 2 + 3}
-    assert jobs == {**{k: 3 * v for k, v in per_seed.items()}, "batch": 4}
+    assert jobs == {**{k: 3 * v for k, v in per_seed.items()}, "batch": 4,
+                    "secure": 2 * 2 * 5}  # 2 sweeps x 2 attackers x N = 1..16, one seed
     assert attackers == {"undefended": {"dlg", "ig"}, "noise": {"dlg", "ig", "adaptive"},
                          "prune": {"dlg", "ig", "adaptive"}, "precision": {"dlg", "ig", "adaptive"},
                          "dpsgd": {"dlg", "ig", "adaptive"}, "batch": set(), "rounds": {"dlg", "adaptive"},
                          "text": {"text", "text_cosine", "text_tag"},  # each match undefended
-                         "later": {"dlg", "ig", "adaptive"}}
+                         "later": {"dlg", "ig", "adaptive"},
+                         "secure": {"dlg", "ig"}}  # the mean's Gaussian noise is DLG's L2 likelihood
 
 
 @pytest.mark.fast
@@ -225,7 +228,8 @@ def test_an_experiment_run_with_plain_hydra_is_its_study_sweep(name):
                                                "noise_laplacian": 36, "prune": 54, "precision": 27,
                                                "dpsgd": 27, "text_undefended": 9, "text_noise": 12,
                                                "text_prune": 24, "later_soteria": 18,
-                                               "later_mixing": 18}.get(name, 9)
+                                               "later_mixing": 18, "secure_undefended": 10,
+                                               "secure_noise": 10}.get(name, 9)
 
 
 @pytest.mark.fast

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = {"datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds", "text", "later"}
+ALL_STAGES = {"datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds", "text", "later",
+              "secure"}
 TRAINED = {"undefended", "noise", "prune", "precision", "dpsgd", "rounds", "later"}  # train=smoke jobs
 
 

@@ -23,6 +23,20 @@ def test_sweep_size_counts_the_sweeps_product_not_list_values():
     assert set(sweep_size(list(s.overrides)) for s in stage_sweeps(study, "datasets")) == {1}
 
 
+
+@pytest.mark.fast
+def test_the_command_line_replaces_a_key_of_the_experiments_grid_as_hydra_does():
+    """`run.py -m +experiment=batch attack.batch_size=1,4`: the sweep's job count and jobs are
+    the ones Hydra's basic sweeper launches (the grid's key takes the command line's values)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    from gradleak.jobs.hydra_cli import as_swept, expand_sweep, parse_overrides
+
+    overrides = ["attack.batch_size=1,2,4,8", "dataset=mnist", "seed=0,1", "attack.batch_size=1,4"]
+    (launched,) = BasicSweeper.split_arguments(parse_overrides(overrides), None)
+    assert expand_sweep(parse_overrides(as_swept(overrides))) == launched
+    assert sweep_size(overrides) == len(launched) == 2 * 2
+
 @pytest.mark.fast
 def test_one_job_sweeps_run_side_by_side_after_the_first(monkeypatch, tmp_path):
     """The first sweep runs alone (it creates the tracking database); the others two at a

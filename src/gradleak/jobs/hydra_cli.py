@@ -29,6 +29,15 @@ def sweeper_params(cfg) -> list[str]:
     return [f"{k}={v}" for k, v in params.items()]
 
 
+def as_swept(overrides: list[str]) -> list[str]:
+    """The overrides as the basic sweeper reads them: a key given twice (an experiment's grid,
+    then the command line) takes its last value at its first place."""
+    by_key = {}
+    for text, parsed in zip(overrides, parse_overrides(overrides)):
+        by_key[parsed.key_or_group] = text
+    return list(by_key.values())
+
+
 def expand_sweep(parsed: list[Override]) -> list[list[str]]:
     """The jobs of `-m`: the cartesian product of every sweep override's values."""
     choices = []

@@ -22,8 +22,9 @@ PROFILE_KEYS = ("dataset", "seed", "attack.num_targets", "attack.steps", "attack
 SURVEYS = ("datasets", "batch")  # sized by the profile's survey, attack only
 ROUNDS = "rounds"  # attacks rounds of the profile's training (the profile's `rounds`)
 TEXT = "text"  # task=text, sized and trained by the profile's `text`
+SECURE = "secure"  # attack only, at the defense stages' size with the profile's `secure` seeds
 STAGES = ("datasets", "undefended", "noise", "prune", "precision", "dpsgd", "batch", "rounds", "text",
-          "later")  # dvc.yaml's
+          "later", "secure")  # dvc.yaml's
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ def stage_sweeps(study: DictConfig, stage: str, root: Path | None = None) -> lis
     # Every trained job keeps the rounds stage's rounds, so that stage replays no training.
     trained = [*study.train, "train.keep_rounds=[" + ",".join(map(str, study.rounds.at)) + "]"]
     sizes = [f"dataset={study.dataset}", *size.attack, *([] if survey else trained), _seeds(size)]
-    untrained_sizes = [f"dataset={study.dataset}", *size.attack, "train=none", _seeds(size)]
+    untrained_sizes = [f"dataset={study.dataset}", *size.attack, "train=none",
+                       _seeds(study.secure if stage == SECURE else size)]
     if stage == ROUNDS:  # the training's rounds and clients the profile names
         sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)), f"attack.num_targets={study.rounds.clients}"]
     return [Sweep(name.removeprefix(stage).removeprefix("_"),

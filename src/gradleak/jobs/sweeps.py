@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from gradleak.job_keys import defines_job
 from gradleak.jobs import tracking
-from gradleak.jobs.hydra_cli import expand_sweep, parse_overrides, sweeper_params
+from gradleak.jobs.hydra_cli import as_swept, expand_sweep, parse_overrides, sweeper_params
 
 log = logging.getLogger(__name__)
 SKIPPED_TAG = tracking.SKIPPED_TAG
@@ -30,7 +30,7 @@ SKIPPED_TAG = tracking.SKIPPED_TAG
 
 def sweep_size(overrides: list[str]) -> int:
     """How many jobs `-m overrides` expands to (the basic sweeper's cartesian product)."""
-    return len(expand_sweep(parse_overrides(overrides)))
+    return len(expand_sweep(parse_overrides(as_swept(overrides))))
 
 
 def swept_keys(overrides: list[str]) -> list[str]:
@@ -132,7 +132,7 @@ class SweepTracking(Callback):
     def _start(self, config: DictConfig) -> None:
         client = MlflowClient(tracking.tracking_uri(config))
         experiment_id = tracking.ensure_experiment(client, config.tracking.experiment)
-        overrides = sweeper_params(config) + list(config.hydra.overrides.task)  # as the basic sweeper
+        overrides = as_swept(sweeper_params(config) + list(config.hydra.overrides.task))
         named = [o for o in overrides if defines_job(o)]  # what, not where
         run = client.create_run(experiment_id, run_name=f"sweep {' '.join(named) or 'defaults'}",
                                 tags={"sweep_dir": str(config.hydra.sweep.dir),
