@@ -29,7 +29,7 @@ def format_summary(record: JobRecord, out_dir, grid_path) -> str:
     lines += [
         _verdict(f"exact reconstruction (MSE < {cfg['attack.success_mse']:g})", a, "success_rate"),
         _verdict(f"re-identified (rank 1 of 1 + {record.targets[0]['distractors']} {a.get('split', 'test')} images,"
-                 f" chance {a['reid_chance']:.1%})", a, "reid_rate"),
+                 f" chance {a['reid_chance']:.1%})", a, "reid_rate", per_target=cfg["attack.batch_size"]),
         f"MSE mean {a['mse_mean']:.2e} median {a['mse_median']:.2e} | PSNR median {a['psnr_median']:.1f} dB"
         f" | SSIM mean {a['ssim_mean']:.3f} | label acc {a['label_acc']:.0%}",
     ]
@@ -71,10 +71,13 @@ def _aggregated(cfg: dict) -> str:
     return f" (secure aggregation: the mean of {cfg['attack.batch_size']} clients' defended updates)"
 
 
-def _verdict(name: str, a: dict, rate: str) -> str:
+def _verdict(name: str, a: dict, rate: str, per_target: int = 1) -> str:
+    """`per_target` images per target: each target scores the share of its images that pass,
+    and the interval is over the targets (engine/quality.py:summarize_targets)."""
     n = a["n_targets"]
-    return (f"{name}: {round(a[rate] * n)}/{n} ({a[rate]:.0%},"
-            f" 95% Wilson {a[f'{rate}_lo']:.0%}-{a[f'{rate}_hi']:.0%})")
+    hits = f"{round(a[rate] * n)}/{n}" if per_target == 1 else \
+        f"{round(a[rate] * n * per_target)}/{n * per_target} images of {n} targets"
+    return f"{name}: {hits} ({a[rate]:.0%}, 95% Wilson {a[f'{rate}_lo']:.0%}-{a[f'{rate}_hi']:.0%})"
 
 
 def _labels(labels: list[int]) -> str:
