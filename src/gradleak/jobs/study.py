@@ -58,9 +58,9 @@ def stage_sweeps(study: DictConfig, stage: str, root: Path | None = None) -> lis
     size = study.survey if survey else study
     # Every trained job keeps the rounds stage's rounds, so that stage replays no training.
     trained = [*study.train, "train.keep_rounds=[" + ",".join(map(str, study.rounds.at)) + "]"]
-    sizes = [f"dataset={study.dataset}", *size.attack, *([] if survey else trained), _seeds(size)]
-    untrained_sizes = [f"dataset={study.dataset}", *size.attack, "train=none",
-                       _seeds(study.secure if stage == SECURE else size)]
+    seeds = _seeds(study.secure if stage == SECURE else size)
+    sizes = [f"dataset={study.dataset}", *size.attack, *([] if survey else trained), seeds]
+    untrained_sizes = [f"dataset={study.dataset}", *size.attack, "train=none", seeds]
     if stage == ROUNDS:  # the training's rounds and clients the profile names
         sizes += ["attack.round=" + ",".join(map(str, study.rounds.at)), f"attack.num_targets={study.rounds.clients}"]
     return [Sweep(name.removeprefix(stage).removeprefix("_"),
