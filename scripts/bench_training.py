@@ -6,6 +6,10 @@ training (the cost floor). Prints milliseconds per step, the loop/vmap ratio (> 
 vmap is faster) and the contiguous/channels-last ratio of the loop (> 1 means channels-last
 is faster). Last, the pruning defense of one worker's gradient (what every training step
 under defense=prune runs per worker): a full sort, as it was, against the selection it uses.
+Then Soteria's feature scores of one worker's images (what every training step under
+defense=soteria computes per worker): reverse mode (jacrev, any model) against the local
+Jacobians of the LeNet's convolution chain, the ratio (> 1 means local is faster) and their
+largest relative difference.
 Usage: python scripts/bench_training.py [--device cuda] [--threads 1]
 """
 import argparse
@@ -16,6 +20,7 @@ import torch
 
 from gradleak.victim.clients import worker_gradients
 from gradleak.victim.defenses.prune import prune
+from gradleak.victim.defenses.soteria import conv_chain_norms, reverse_mode_norms
 from gradleak.victim.models import build_model
 
 CASES = [  # model, channels, image side, global batch
@@ -70,6 +75,22 @@ def main():
     same = all(torch.equal(a, b) for a, b in zip(prune_by_sort(lenet, 0.3), prune(lenet, ratio=0.3)))
     print(f"prune 30% of a LeNet gradient: sort {1e6 * t_sort:7.1f} us  kthvalue {1e6 * t_select:7.1f} us  "
           f"sort/kthvalue {t_sort / t_select:.2f}  same result: {same}")
+    for channels, side in [(1, 28), (3, 32)]:
+        bench_soteria_scores(channels, side, 64 // args.workers, device, args.repeats)
+
+
+def bench_soteria_scores(channels: int, side: int, images: int, device, repeats: int):
+    torch.manual_seed(0)
+    model = build_model("lenet", channels, side, 10).to(device)
+    x = torch.rand(images, channels, side, side, device=device)
+    with torch.no_grad():
+        t_reverse = per_step(lambda: reverse_mode_norms(model, x), device, max(1, repeats // 5))
+        t_local = per_step(lambda: conv_chain_norms(model, x), device, repeats)
+        (norms, _), (exact, _) = conv_chain_norms(model, x), reverse_mode_norms(model, x)
+    worst = float(((norms - exact).abs() / exact.abs()).max())
+    print(f"soteria scores, lenet {channels}x{side}x{side}, {images} images: reverse mode {1e3 * t_reverse:7.1f} ms  "
+          f"local {1e3 * t_local:7.1f} ms  reverse/local {t_reverse / t_local:.2f}  "
+          f"largest relative difference {worst:.1e}")
 
 
 def prune_by_sort(grads, ratio: float):

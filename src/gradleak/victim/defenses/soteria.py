@@ -23,6 +23,7 @@ from torch.func import jacrev, vmap
 from gradleak.checks import in_range
 
 from .base import AdaptiveForm, Defense, Grads, Setting
+from .conv_jacobian import conv_chain, feature_gradient_norms
 from .prune import mask_by_support
 
 
@@ -39,24 +40,43 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
-def representation(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """One image [C, H, W] -> the input of the model's last linear layer [F]."""
+def representation(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Images [b, C, H, W] (or one, [C, H, W]) -> the input of the model's last linear
+    layer [b, F] (or [F])."""
     seen = {}
     handle = last_linear(model).register_forward_pre_hook(lambda m, args: seen.__setitem__("r", args[0]))
     try:
-        model(image[None])
+        model(images if images.dim() == 4 else images[None])
     finally:
         handle.remove()
-    return seen["r"][0]
+    return seen["r"] if images.dim() == 4 else seen["r"][0]
 
 
 def feature_scores(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """images [b, C, H, W] -> per feature, sum_i ||d r_if / d x_i|| / r_if  [F]."""
+    local = conv_chain_norms(model, images)
+    norms, r = local if local is not None else reverse_mode_norms(model, images)
+    return (norms / r).sum(0)
+
+
+def conv_chain_norms(model: nn.Module, images: torch.Tensor):
+    """(||d r_f / d x||, r) per image [b, F] by local Jacobians (conv_jacobian), where the
+    representation is the flattened output of the model's `body`, a chain of convolutions and
+    sigmoids (the LeNet); else None."""
+    pairs = conv_chain(getattr(model, "body", None))
+    if pairs is None:
+        return None
+    norms, r = feature_gradient_norms(pairs, images)
+    seen = representation(model, images)
+    return (norms, r) if seen.shape == r.shape and torch.allclose(seen, r, rtol=1e-5, atol=1e-6) else None
+
+
+def reverse_mode_norms(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(||d r_f / d x||, r) per image [b, F]: one backward pass per feature, any model."""
     def one(x):
-        r = representation(model, x)
         jacobian = jacrev(lambda y: representation(model, y))(x)  # [F, C, H, W]
-        return jacobian.flatten(1).norm(dim=1) / r
-    return vmap(one)(images).sum(0)
+        return jacobian.flatten(1).norm(dim=1), representation(model, x)
+    return vmap(one)(images)
 
 
 def feature_mask(scores: torch.Tensor, percent: float) -> torch.Tensor:
