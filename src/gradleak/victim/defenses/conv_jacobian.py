@@ -74,13 +74,13 @@ def _local_step(g: torch.Tensor, conv: nn.Conv2d, stride: int) -> torch.Tensor:
     return new
 
 
-def _window(size: int, positions: int, patch: int, stride: int, offset: int):
+def _window(size: int, positions: int, patch: int, stride: int, offset: int, device):
     """Per input pixel a: the positions whose patch holds it, lo(a) .. lo(a) + n - 1, with
     the pixel's index u inside each patch and whether that pair is real."""
-    a = torch.arange(size)
+    a = torch.arange(size, device=device)
     n = -(-patch // stride)
     lo = torch.div(a + offset - patch, stride, rounding_mode="floor") + 1
-    pos = lo[:, None] + torch.arange(n)
+    pos = lo[:, None] + torch.arange(n, device=device)
     u = a[:, None] + offset - stride * pos
     real = (pos >= 0) & (pos < positions) & (u >= 0) & (u < patch)
     return lo, pos.clamp(0, positions - 1), u.clamp(0, patch - 1), real
@@ -91,8 +91,8 @@ def _last_layer_norms(g, conv: nn.Conv2d, stride: int, offset: int, image: tuple
     [b, C_out, H, W] (pre-activation)."""
     channels, b, cin, patch, _, height, width = g.shape
     k, p = conv.kernel_size[0], conv.padding[0]
-    lo_y, pos_y, u_y, real_y = _window(image[0], height, patch, stride, offset)
-    lo_x, pos_x, u_x, real_x = _window(image[1], width, patch, stride, offset)
+    lo_y, pos_y, u_y, real_y = _window(image[0], height, patch, stride, offset, g.device)
+    lo_x, pos_x, u_x, real_x = _window(image[1], width, patch, stride, offset, g.device)
     n = pos_y.shape[1]
     # per pixel (cin, ay, ax), its window of positions: [C, b, cin, ay, wy, ax, wx]
     taps = g[:, :, :, u_y[:, :, None, None], u_x[None, None], pos_y[:, :, None, None], pos_x[None, None]]
