@@ -45,16 +45,21 @@ def feature_gradient_norms(pairs, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     stride, offset = 1, 0
     for conv, act in pairs[:-1]:
         x = act(conv(x))
-        g = _local_step(g, conv, stride) * _DERIVATIVE[type(act)](x).transpose(0, 1)[:, :, None, None, None]
+        g = _through_activation(_local_step(g, conv, stride), act, x)
         stride, offset = stride * conv.stride[0], offset + stride * conv.padding[0]
     conv, act = pairs[-1]
     y = act(conv(x))
     if conv.stride[0] != 1:  # the windowed last layer below assumes stride 1
-        g = _local_step(g, conv, stride) * _DERIVATIVE[type(act)](y).transpose(0, 1)[:, :, None, None, None]
+        g = _through_activation(_local_step(g, conv, stride), act, y)
         squares = g.pow(2).sum((2, 3, 4)).transpose(0, 1)
     else:
         squares = _last_layer_norms(g, conv, stride, offset, (height, width)) * _DERIVATIVE[type(act)](y).pow(2)
     return squares.sqrt().flatten(1), y.flatten(1)
+
+
+def _through_activation(g: torch.Tensor, act: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """A pre-activation local Jacobian times the activation's slope at its output y [b, C, H, W]."""
+    return g * _DERIVATIVE[type(act)](y).transpose(0, 1)[:, :, None, None, None]
 
 
 def _local_step(g: torch.Tensor, conv: nn.Conv2d, stride: int) -> torch.Tensor:
