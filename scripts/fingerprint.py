@@ -55,6 +55,7 @@ def check(root: Path, write: bool = False, workers: int = 0) -> int:
         if lines:
             moved[stage] = lines
     wall = time.perf_counter() - start
+    locked = yaml.safe_load((root / "dvc.lock").read_text())["stages"] if (root / "dvc.lock").exists() else {}
     probes = len({n for d in fresh.values() for n in d["probes"]})
     jobs = sum(len(d["jobs"]) for d in fresh.values())
     if added:
@@ -66,11 +67,11 @@ def check(root: Path, write: bool = False, workers: int = 0) -> int:
         return 0
     out = sys.stdout if write else sys.stderr
     for stage, lines in moved.items():
-        name = stage if stage == fp.OUTSIDE_STUDY else f"sweep@{stage}"
+        name = stage if stage == fp.OUTSIDE_STUDY else fp.dvc_stage(stage, locked)
         print(f"{name}: {len(lines)} change(s), e.g.", file=out)
         for line in lines[:5]:
             print(f"  {line}", file=out)
-    stages = " ".join(f"sweep@{s}" for s, lines in moved.items()
+    stages = " ".join(fp.dvc_stage(s, locked) for s, lines in moved.items()
                       if s != fp.OUTSIDE_STUDY and (write or not fp.only_added(lines)))
     if write:
         print(f"fingerprint: recorded {' '.join(moved)}" + (f"; rerun:\n    {RERUN}" if stages else

@@ -1,6 +1,7 @@
-"""Run one stage of the defense study (dvc.yaml) as Hydra multiruns of run.py.
+"""Run one stage of the defense study (dvc.yaml) as Hydra multiruns of run.py, and keep its record.
 
-    python scripts/sweep.py noise        # -> results/sweeps/noise/<n>_<overrides>/metrics.json
+    python scripts/sweep.py noise        # -> docs/records/noise (in git; gradleak.stage_record)
+                                         #    from results/sweeps/noise/<n>_<overrides>/ (raw, not in git)
 
 Which sweeps a stage runs is gradleak.jobs.study's (conf/study/<profile>.yaml composed with
 conf/study/stages.yaml; params.yaml names the profile). Jobs run in parallel on every core
@@ -8,6 +9,7 @@ conf/study/stages.yaml; params.yaml names the profile). Jobs run in parallel on 
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -15,11 +17,13 @@ from pathlib import Path
 
 import yaml
 
+from gradleak import stage_record
 from gradleak.jobs.study import load_study, stage_sweeps
 from gradleak.jobs.sweeps import sweep_size
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "results" / "sweeps"
+RECORDS = ROOT / "docs" / "records"
 
 
 def main() -> int:
@@ -34,9 +38,32 @@ def main() -> int:
     except KeyError as exc:
         print(f"sweep: {exc.args[0]}", file=sys.stderr)
         return 2
-    codes = run_sweeps(sweeps, data_dir, SWEEPS / args.stage)
+    raw = SWEEPS / args.stage
+    shutil.rmtree(raw, ignore_errors=True)  # a job of an earlier grid must not enter the record
+    codes = run_sweeps(sweeps, data_dir, raw)
     failures = [rc != 0 and not (rc == 2 and sweep.skip_missing) for sweep, rc in zip(sweeps, codes)]
-    return int(any(failures))
+    if any(failures):
+        print(f"sweep: {args.stage}'s record not written (a sweep failed); its job folders are in {raw}",
+              file=sys.stderr)
+        return 1
+    return keep_record(args.stage, sweeps, codes, raw)
+
+
+def keep_record(stage: str, sweeps, codes: list[int], raw: Path) -> int:
+    """Write docs/records/<stage> once every job of the sweeps that ran has its metrics.json."""
+    expected = sum(sweep_size(list(s.overrides)) for s, rc in zip(sweeps, codes) if rc == 0)
+    found = len(stage_record.job_folders(raw))
+    if found != expected:
+        print(f"sweep: {stage} has {found} job records of {expected}; its record not written "
+              f"(the job folders are in {raw})", file=sys.stderr)
+        return 1
+    out = RECORDS / stage
+    shutil.rmtree(out, ignore_errors=True)
+    jobs, with_images = stage_record.write(raw, out, stage)
+    size = sum(p.stat().st_size for p in out.iterdir())
+    print(f"sweep: {stage}'s record: {jobs} jobs ({with_images} with gallery images), "
+          f"{size / 1e6:.2f} MB in {out.relative_to(ROOT)}")
+    return 0
 
 
 def run_sweeps(sweeps, data_dir: str, out: Path) -> list[int]:

@@ -57,7 +57,7 @@ def stages_named(stderr: str) -> set[str]:
     """The stages the gate says to rerun (its last line lists them)."""
     found = re.search(r"the committed results of (.+) are not this code's", stderr)
     assert found, stderr
-    return {s.removeprefix("sweep@") for s in found.group(1).split()}
+    return {s.partition("@")[2] for s in found.group(1).split()}
 
 
 NEUTRAL = [

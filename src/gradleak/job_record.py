@@ -36,9 +36,12 @@ class JobRecord:
     train: dict[str, Any] | None = None  # the defended training's result (victim/training.py), if any
     version: int = VERSION
 
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON data, non-finite floats as None (strict JSON readers reject NaN)."""
+        return _finite(asdict(self))
+
     def write(self, path: Path) -> Path:
-        """JSON with non-finite floats written as null (strict JSON readers reject NaN)."""
-        Path(path).write_text(json.dumps(_finite(asdict(self)), indent=1))
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
         return Path(path)
 
     @classmethod
@@ -47,7 +50,10 @@ class JobRecord:
 
     @classmethod
     def from_json(cls, text: str, where: str) -> "JobRecord":
-        data = json.loads(text)
+        return cls.from_dict(json.loads(text), where)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "JobRecord":
         version = data.setdefault("version", 1)
         if version != VERSION:
             raise RecordError(f"{where}: a job record of version {version}; this code reads version {VERSION} "

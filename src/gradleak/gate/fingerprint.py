@@ -160,10 +160,17 @@ def relock(root: Path, stage: str) -> None:
     lock_path = root / "dvc.lock"
     lock = yaml.safe_load(lock_path.read_text())
     data = path_of(root, stage).read_bytes()
-    for dep in lock["stages"][f"sweep@{stage}"]["deps"]:
+    for dep in lock["stages"][dvc_stage(stage, lock["stages"])]["deps"]:
         if dep["path"] == str(FOLDER / f"{stage}.json"):
             dep.update(md5=hashlib.md5(data).hexdigest(), size=len(data))
     lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
+
+
+def dvc_stage(stage: str, dvc_stages) -> str:
+    """The name dvc.yaml gives a study stage's sweep: `sweep@noise`, or `unrecorded@text` for
+    the stages that keep no record in git yet."""
+    names = [name for name in dvc_stages if name.partition("@")[2] == stage]
+    return names[0] if names else f"sweep@{stage}"
 
 
 def differences(committed: dict | None, fresh: dict) -> list[str]:

@@ -69,6 +69,10 @@ ATTACK_STEPS = 2  # the attack probes' own steps (each up to max_iter evaluation
 TARGETS = 2
 SNAPSHOT_STEPS = 9  # the snapshots probe: an attack shorter than attack.steps' default
 TRAIN_STEPS = 3  # training probes: the server's weights and the clients' updates at this step
+# The verdicts probe: blend weights of another image into each target, and distractors fewer
+# than the bundled digits' test split (a pool of the whole split is the same for every draw).
+BLENDS = (0.0, 0.2, 0.35, 0.45, 0.5, 0.55, 0.65, 0.9)
+VERDICT_DISTRACTORS = 40
 
 
 def defense_key(defense: DictConfig) -> str:
@@ -88,7 +92,8 @@ def probes_of(cfg: DictConfig) -> set[str]:
     if cfg.get("task") == "text":
         names = {f"text/{who}/{key}", f"defense/{key}", "job/text", "stop_rules"}
         return names | ({f"text-training/{key}", "job/text-train"} if cfg.train.name != "none" else set())
-    names = {f"data/{dataset_key(cfg.dataset)}", f"defense/{key}", "job/attack", f"model/{cfg.model.name}"}
+    names = {f"data/{dataset_key(cfg.dataset)}", f"defense/{key}", "job/attack", f"model/{cfg.model.name}",
+             "verdicts"}
     if a.round is not None:
         names |= {f"round/{who}/{key}", f"training/{key}", "job/round"}
     else:
@@ -287,6 +292,27 @@ def probe_snapshots(work: Path) -> dict:
         schedule[str(last)] = frames.chosen()[0]
     return {"steps": outcome.progress.snapshot_steps, "frames": summaries(outcome.progress.snapshots),
             "schedule": schedule}
+
+
+def probe_verdicts(work: Path) -> dict:
+    """An image job's verdicts (jobs.job.judge) on reconstructions at set distances from their
+    targets: each truth blended with another drawn image at weights from 0 to 0.9, ranked among
+    VERDICT_DISTRACTORS of the split's images, so the ranks move with which distractors the job
+    draws and how it ranks them (the converging job probe's are all rank 1, whatever the draw)."""
+    from types import SimpleNamespace
+
+    from gradleak.jobs.job import draw_targets, judge
+    from gradleak.victim.data import load_split
+
+    cfg = job_config([f"attack.num_targets={len(BLENDS)}", f"attack.distractors={VERDICT_DISTRACTORS}"], work)
+    test = load_split(cfg.dataset, "test")
+    index = draw_targets(len(test), cfg)
+    weight = torch.tensor(BLENDS, dtype=test.images.dtype).view(-1, 1, 1, 1, 1)
+    recon = (1 - weight) * test.images[index] + weight * test.images[index.roll(1, 0)]
+    outcome = SimpleNamespace(reconstructions=recon, targets=[{} for _ in BLENDS])
+    targets, chance = judge(outcome, index, test, cfg)
+    return {"reid_rank": [t["reid_rank"] for t in targets], "reidentified": [t["reidentified"] for t in targets],
+            "distractors": [t["distractors"] for t in targets], "chance": chance}
 
 
 def probe_stop_rules(work: Path) -> dict:
@@ -519,6 +545,8 @@ def run_probe(name: str, work: Path) -> dict:
         return probe_stop_rules(work)
     if name == "snapshots":
         return probe_snapshots(work)
+    if name == "verdicts":
+        return probe_verdicts(work)
     if name == "model/lenet":  # the other models are the library's (model=resnet20)
         return probe_lenet(work)
     if kind == "data":
@@ -547,7 +575,7 @@ def check_names(names) -> None:
     for name in names:
         kind, _, rest = name.partition("/")
         parts = rest.split("/")
-        known = (name in ("stop_rules", "snapshots", "model/lenet") or name in JOBS or name in LIBRARY
+        known = (name in ("stop_rules", "snapshots", "verdicts", "model/lenet") or name in JOBS or name in LIBRARY
                  or (kind == "data" and rest in ("digits", "torchvision", "npz", "imagefolder"))
                  or (kind in ("defense", "training", "text-training") and rest in DEFENSE_SETTINGS)
                  or (kind in ("attack", "round") and len(parts) in (2, 3) and parts[0] in ATTACKERS
