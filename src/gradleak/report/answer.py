@@ -147,7 +147,7 @@ def later_bullets(later: pd.DataFrame) -> list[str]:
 
 def secure_bullets(secure: pd.DataFrame) -> list[str]:
     lines = []
-    for family, rows in best(secure).groupby("family", sort=False):
+    for _, rows in best(secure).groupby("family", sort=False):
         title = rows["family_title"].iloc[0]
         per_n = ", ".join(f"N = {int(r['strength'])}: {rate(r, 'reid_rate')} ({attacker(r, 'reid_rate')})"
                           for _, r in rows.sort_values("strength").iterrows())
