@@ -137,7 +137,7 @@ def candidates(lines: dict[tuple[str, int], set[str]]) -> list[Mutant]:
     out = []
     for path in measured_files():
         rel = str(path.relative_to(SRC))
-        for index, (node, how) in enumerate(mutation_points(ast.parse(path.read_text()))):
+        for index, (node, _) in enumerate(mutation_points(ast.parse(path.read_text()))):
             if (rel, node.lineno) in lines and lines[(rel, node.lineno)]:
                 tree = ast.parse(path.read_text())
                 what = _mutate(*mutation_points(tree)[index])
