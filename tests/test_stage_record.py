@@ -63,7 +63,6 @@ def test_tables_collected_from_the_records_equal_the_raw_ones(raw_and_unpacked, 
 def test_figures_drawn_from_the_records_equal_the_raw_ones(raw_and_unpacked, tmp_path):
     raw, _, unpacked, _ = raw_and_unpacked
     for name, root in (("raw", raw), ("record", unpacked)):
-        np.random.seed(0)  # the strip plot's jitter draws from numpy's global generator
         results.write_tables(results.collect(root, tmp_path / name), tmp_path / name)
         figures.make_all(tmp_path / name, tmp_path / name / "figures")
     drawn = sorted(p.name for p in (tmp_path / "raw" / "figures").iterdir())

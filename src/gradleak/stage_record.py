@@ -105,5 +105,5 @@ def unpack(folder: Path, dest: Path) -> int:
         where.mkdir(parents=True, exist_ok=True)
         record.write(where / METRICS)
         if job in kept:
-            np.savez(where / record.snapshots.get("file", SNAPSHOTS), **kept[job])
+            write_npz(where / record.snapshots.get("file", SNAPSHOTS), kept[job])
     return len(jobs)
