@@ -72,3 +72,27 @@ def test_a_jobs_run_name_leads_with_the_swept_values(monkeypatch):
     monkeypatch.delenv(tracking.SWEPT_ENV)
     assert run_name(job) == "defense=noise scale=1e-2 attack.num_targets=2 seed=1"
     assert run_name([]) == "defaults"
+
+
+@pytest.mark.fast
+def test_a_stage_record_is_written_only_when_every_job_left_its_record(monkeypatch, tmp_path):
+    import shutil
+
+    import synthetic
+
+    from gradleak import stage_record
+    from gradleak.jobs.study import Sweep
+
+    raw = tmp_path / "raw"
+    n = synthetic.write_datasets_stage(raw)
+    monkeypatch.setattr(sweep, "ROOT", tmp_path)
+    monkeypatch.setattr(sweep, "RECORDS", tmp_path / "records")
+    ran = [Sweep("", ("seed=0,1,2", "dataset=mnist,cifar100"))]
+    assert sweep.keep_record("datasets", ran, [0], raw / "datasets") == 0
+    assert len(stage_record.read(tmp_path / "records" / "datasets")) == n == 6
+    shutil.rmtree(tmp_path / "records")
+    one_short = [Sweep("", ("seed=0,1,2,3", "dataset=mnist,cifar100"))]
+    assert sweep.keep_record("datasets", one_short, [0], raw / "datasets") == 1
+    assert not (tmp_path / "records" / "datasets").exists()
+    skipped = Sweep("svhn", ("dataset=svhn", "seed=0"), skip_missing=True)  # exit 2: not here, no jobs
+    assert sweep.keep_record("datasets", [*ran, skipped], [0, 2], raw / "datasets") == 0
