@@ -53,11 +53,25 @@ def compose_job(*overrides):
 def test_a_job_needs_the_probes_of_the_code_it_runs():
     cfg = compose_job("attack=adaptive", "defense=precision", "precision=int8", "train=smoke", "dataset=mnist")
     assert probes_of(cfg) == {"data/torchvision", "defense/precision-int8", "attack/dlg adaptive/precision-int8",
-                              "training/precision-int8", "job/attack", "job/train", "model/lenet", "stop_rules"}
+                              "training/precision-int8", "job/attack", "job/train", "model/lenet", "stop_rules",
+                              "verdicts"}
     rounds = compose_job("attack=ig", "defense=prune", "train=smoke", "attack.round=3")
     assert {"round/ig/prune", "job/round", "training/prune"} <= probes_of(rounds)
     assert not any(n.startswith("attack/") for n in probes_of(rounds))  # IG has no stop rules either
     assert "stop_rules" not in probes_of(rounds)
+
+
+def test_the_verdicts_probe_moves_with_the_distractors_a_job_draws(monkeypatch, tmp_path):
+    """The judge's distractor draw (jobs/job.py: cfg.seed + 1) moves the probe's ranks; the
+    converging job probe's are rank 1 whatever the draw."""
+    from gradleak.gate.probes import probe_verdicts
+    from gradleak.jobs import job
+
+    before = probe_verdicts(tmp_path / "a")
+    assert sorted(set(before["reid_rank"]))[-1] > 1 and 1 in before["reid_rank"]  # ranks between the extremes
+    draw = job.draw_distractors
+    monkeypatch.setattr(job, "draw_distractors", lambda n, m, seed: draw(n, m, seed + 6))
+    assert probe_verdicts(tmp_path / "b")["reid_rank"] != before["reid_rank"]
 
 
 def test_a_job_without_a_probe_is_refused():
