@@ -102,7 +102,6 @@ def mse_per_dataset(summary, targets, stage="datasets"):
     order = sorted(rows["dataset.name"].unique())
     finite = rows[np.isfinite(rows["mse"]) & (rows["mse"] > 0)]
     fig, ax = plt.subplots(figsize=(1.6 * len(order) + 2.5, 4))
-    np.random.seed(0)  # the strip plot's jitter draws from numpy's global generator: the same figure every run
     sns.boxplot(finite, x="dataset.name", y="mse", order=order, color="0.85", fliersize=0,
                 log_scale=True, ax=ax)
     sns.stripplot(finite, x="dataset.name", y="mse", order=order, hue="seed", palette="dark",
