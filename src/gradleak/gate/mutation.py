@@ -73,9 +73,22 @@ def probe_lines(names: list[str]) -> dict[tuple[str, int], set[str]]:
         rel = str(Path(path).relative_to(SRC))
         by_line = data.contexts_by_lineno(path)
         in_file = set().union(*(set(c) for c in by_line.values())) - {""} if by_line else set()
+        in_functions = function_lines(Path(path))
         for line, contexts in by_line.items():
-            probes = set(contexts) - {""}
-            lines[(rel, line)] = probes or in_file  # run at import: by every probe of the module
+            # a line run at import (a constant, a default) is credited to whichever probe imported
+            # the module first: every probe that runs the module may read it
+            lines[(rel, line)] = set(contexts) - {""} if line in in_functions else in_file
+    return lines
+
+
+def function_lines(path: Path) -> set[int]:
+    """The lines of a file's function bodies (run when called; the rest runs at import)."""
+    lines = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            body = node.body if isinstance(node.body, list) else [node.body]
+            for stmt in body:
+                lines |= set(range(stmt.lineno, stmt.end_lineno + 1))
     return lines
 
 
