@@ -20,8 +20,10 @@ SECURE = "secure-"  # the secure-aggregation families' prefix
 ATTACKERS = {"dlg": "DLG", "ig": "IG", "dlg adaptive": "adaptive DLG"}
 # What an attacker of a later defense is handed beyond the threat model (issue "No oracle"):
 # said wherever its rate is, until the attack no longer needs it.
-ORACLE = {"mixup": "its decode is given the client's mixing (which images, which coefficients): an upper bound",
-          "instahide": "its decode is given the client's mixing and flip centre: an upper bound"}
+ORACLE = {"mixup": "the decode is given the client's mixing (which images, which coefficients), an upper "
+                   "bound no server reaches; it decides no claim",
+          "instahide": "the decode is given the client's mixing and flip centre, an upper bound no server "
+                       "reaches; it decides no claim"}
 MARK = re.compile(r"<!-- answer:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /answer:(?P=name) -->", re.S)
 
 
@@ -59,6 +61,18 @@ def _setting(r) -> str:
     return r["strength_label"] if r["family"] == "none" else f"{r['family_title']}, {r['strength_label']}"
 
 
+def _grouped(rows: list) -> str:
+    """Settings listed by family: `undefended; Gradient pruning at 10%, 30% and 70%`."""
+    families: dict[str, list[str]] = {}
+    for r in rows:
+        families.setdefault(r["family_title"], []).append(r["strength_label"])
+    return "; ".join(name if labels == [name] else f"{name} at {_and(labels)}" for name, labels in families.items())
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 # --- the tables the answer is drawn from ---------------------------------------------------------
 
 def read_tables(folders: list[Path]) -> dict[str, pd.DataFrame]:
@@ -92,8 +106,8 @@ def best(table: pd.DataFrame) -> pd.DataFrame:
 # --- the sections --------------------------------------------------------------------------------
 
 def claim_bullets(main: pd.DataFrame) -> list[str]:
-    """Per paper claim: its verdict under each of the two verdicts, and the setting most
-    favourable to the defense it is about, with the strongest attacker's rates."""
+    """Per paper claim: its verdict under each of the two verdicts, and the strongest defense
+    setting it is about (its last row), with the strongest attacker's rates."""
     lines = []
     for c in judge_claims(main):
         if c["rows"].empty:
@@ -101,9 +115,9 @@ def claim_bullets(main: pd.DataFrame) -> list[str]:
         r = c["rows"].iloc[-1]
         lines.append(
             f"- *{c['claim']}*: **{c['reid_rate']}** by re-identification, **{c['success_rate']}** by exact "
-            f"reconstruction. At {_setting(r)} the strongest attacker re-identifies {rate(r, 'reid_rate')} "
-            f"({attacker(r, 'reid_rate')}) and rebuilds {rate(r, 'success_rate')} exactly "
-            f"({attacker(r, 'success_rate')}), n = {n_of(r)}; test accuracy {accuracy(r)}.")
+            f"reconstruction. At the strongest defense it covers ({_setting(r)}): re-identified {rate(r, 'reid_rate')} by "
+            f"{attacker(r, 'reid_rate')}, exact {rate(r, 'success_rate')} by {attacker(r, 'success_rate')}, "
+            f"n = {n_of(r)}; test accuracy {accuracy(r)}.")
     return lines
 
 
@@ -124,24 +138,20 @@ def text_bullet(text: pd.DataFrame) -> list[str]:
     rest = [r for _, r in rows.iterrows() if verdict(r, "success_rate") != "leaks"]
     n = int(rows["n"].max())
     said = (f"- *Text* (sentences of the bundled corpus, one per update, attacker `text`, n = {n} per setting): "
-            f"exact recovery leaks (by the claim rule) {_listed([_setting(r) for r in leaks])}")
-    said += "".join(f"; {_setting(r)}: exact {rate(r, 'success_rate')}, re-identified {rate(r, 'reid_rate')}"
-                    for r in rest)
-    return [said + "."]
-
-
-def _listed(names: list[str]) -> str:
-    return "nowhere" if not names else ("at " + ", ".join(names[:-1]) + (" and " if len(names) > 1 else "")
-                                         + names[-1])
+            f"exact recovery leaks by the claim rule {'in ' + _grouped(leaks) if leaks else 'nowhere'}.")
+    if rest:
+        said += " Elsewhere: " + "; ".join(f"{_setting(r)}: exact {rate(r, 'success_rate')}, re-identified "
+                                           f"{rate(r, 'reid_rate')}" for r in rest) + "."
+    return [said]
 
 
 def later_bullets(later: pd.DataFrame) -> list[str]:
     lines = []
     for _, r in best(later[later["family"].isin(LATER)]).iterrows():
-        oracle = f" ({ORACLE[r['family']]})" if r["family"] in ORACLE else ""
+        oracle = f" Note: {ORACLE[r['family']]}." if r["family"] in ORACLE else ""
         lines.append(f"- *{_setting(r)}*: re-identified {rate(r, 'reid_rate')} ({attacker(r, 'reid_rate')}), "
-                     f"exact {rate(r, 'success_rate')} ({attacker(r, 'success_rate')}){oracle}, n = {n_of(r)}; "
-                     f"test accuracy {accuracy(r)}.")
+                     f"exact {rate(r, 'success_rate')} ({attacker(r, 'success_rate')}), n = {n_of(r)}; "
+                     f"test accuracy {accuracy(r)}.{oracle}")
     return lines
 
 
@@ -149,11 +159,13 @@ def secure_bullets(secure: pd.DataFrame) -> list[str]:
     lines = []
     for _, rows in best(secure).groupby("family", sort=False):
         title = rows["family_title"].iloc[0]
+        rows = rows.sort_values("strength")
         per_n = ", ".join(f"N = {int(r['strength'])}: {rate(r, 'reid_rate')} ({attacker(r, 'reid_rate')})"
-                          for _, r in rows.sort_values("strength").iterrows())
-        exact = ", ".join(f"{rate(r, 'success_rate')}" for _, r in rows.sort_values("strength").iterrows())
+                          for _, r in rows.iterrows())
+        exact = ", ".join(f"{rate(r, 'success_rate')}" for _, r in rows.iterrows())
+        ns = ", ".join(str(int(n)) for n in rows["strength"])
         lines.append(f"- *{title}* (the mean of N clients' one-image updates, n = {n_of(rows.iloc[0])} aggregates "
-                     f"per N): re-identified {per_n}; exact at N = 1, 2, ...: {exact}.")
+                     f"per N): re-identified {per_n}; exact at N = {ns}: {exact}.")
     return lines
 
 
