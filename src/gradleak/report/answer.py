@@ -138,7 +138,7 @@ def text_bullet(text: pd.DataFrame) -> list[str]:
     rest = [r for _, r in rows.iterrows() if verdict(r, "success_rate") != "leaks"]
     n = int(rows["n"].max())
     said = (f"- *Text* (sentences of the bundled corpus, one per update, attacker `text`, n = {n} per setting): "
-            f"exact recovery leaks by the claim rule {'in ' + _grouped(leaks) if leaks else 'nowhere'}.")
+            f"exact recovery leaks by the claim rule{': ' + _grouped(leaks) if leaks else ' nowhere'}.")
     if rest:
         said += " Elsewhere: " + "; ".join(f"{_setting(r)}: exact {rate(r, 'success_rate')}, re-identified "
                                            f"{rate(r, 'reid_rate')}" for r in rest) + "."
