@@ -116,7 +116,8 @@ def claim_bullets(main: pd.DataFrame) -> list[str]:
         lines.append(
             f"- *{c['claim']}*: **{c['reid_rate']}** by re-identification, **{c['success_rate']}** by exact "
             f"reconstruction. At the strongest defense it covers ({_setting(r)}): re-identified "
-            f"{rate(r, 'reid_rate')} by {attacker(r, 'reid_rate')}, exact {rate(r, 'success_rate')} by {attacker(r, 'success_rate')}, "
+            f"{rate(r, 'reid_rate')} by {attacker(r, 'reid_rate')}, exact {rate(r, 'success_rate')} by "
+            f"{attacker(r, 'success_rate')}, "
             f"n = {n_of(r)}; test accuracy {accuracy(r)}.")
     return lines
 
