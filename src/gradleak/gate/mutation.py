@@ -150,11 +150,9 @@ def candidates(lines: dict[tuple[str, int], set[str]]) -> list[Mutant]:
     out = []
     for path in measured_files():
         rel = str(path.relative_to(SRC))
-        for index, (node, _) in enumerate(mutation_points(ast.parse(path.read_text()))):
-            if (rel, node.lineno) in lines and lines[(rel, node.lineno)]:
-                tree = ast.parse(path.read_text())
-                what = _mutate(*mutation_points(tree)[index])
-                out.append(Mutant(rel, node.lineno, what, index))
+        for index, (node, how) in enumerate(mutation_points(ast.parse(path.read_text()))):
+            if lines.get((rel, node.lineno)):
+                out.append(Mutant(rel, node.lineno, _mutate(node, how), index))  # this parse is not reused
     return out
 
 
